@@ -1,0 +1,5 @@
+import sys
+
+from tsn.cli import main
+
+sys.exit(main())

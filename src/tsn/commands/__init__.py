@@ -1,0 +1,1 @@
+"""Subcommands of ``tsn``. Each module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,59 @@
+"""The baselines a TSN is compared with: one network per task, and a shared encoder with one decoder per task."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels
+from tsn.models.base import DensePredictionModel
+from tsn.models.config import ModelConfig
+from tsn.models.layers import ConvBlock
+
+__all__ = ["SingleTaskNet", "MultiHeadNet"]
+
+
+def _plain_decoder(config: ModelConfig, encoder: nn.Module) -> UNetDecoder:
+    encoder_channels = encoder.feature_info.channels()
+    decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
+    return UNetDecoder(encoder_channels, decoder_channels, partial(ConvBlock, norm=config.norm))
+
+
+class SingleTaskNet(DensePredictionModel):
+    """The paper's single-task baseline: the same U-Net, blocks conv -> InstanceNorm(affine) -> ReLU, no task code."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.decoder = _plain_decoder(config, self.encoder)
+        (spec,) = self.task_specs.values()
+        self.head = nn.Conv2d(self.decoder.out_channels, spec.channels, kernel_size=1)
+
+    def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        out = self.head(self.decoder(self.encoder(image), None, image.shape[-2:]))
+        return {name: out for name in names}
+
+
+class MultiHeadNet(DensePredictionModel):
+    """The field's standard multi-task baseline: a shared encoder and one unconditioned decoder + head per task.
+
+    Its parameter count grows with every task (a decoder each), unlike the TSN's.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.decoders = nn.ModuleDict({name: _plain_decoder(config, self.encoder) for name in self.task_specs})
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Conv2d(self.decoders[name].out_channels, spec.channels, kernel_size=1)
+                for name, spec in self.task_specs.items()
+            }
+        )
+
+    def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        features = self.encoder(image)
+        size = image.shape[-2:]
+        return {name: self.heads[name](self.decoders[name](features, None, size)) for name in names}

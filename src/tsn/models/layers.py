@@ -1,0 +1,139 @@
+"""Building blocks of the TSN decoder: equalized-lr linear layers, pixel norm, (AdaIN) conv blocks, channel pooling.
+
+Module and parameter names are chosen to read well; :mod:`tsn.convert` maps the authors' checkpoint names onto
+them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "NormType",
+    "PixelNorm",
+    "EqualLinear",
+    "ConvBlock",
+    "AdaINConvBlock",
+    "channel_pool_matrix",
+    "pool_channels",
+]
+
+NormType = Literal["instance", "batch"]
+
+
+class PixelNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps)`` over the feature axis (StyleGAN's mapping-network input norm)."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with the equalized learning rate of StyleGAN.
+
+    The stored weight ``weight_orig`` starts as N(0, 1) and is scaled by ``sqrt(2 / fan_in)`` at run time, so
+    every layer learns at the same effective rate under Adam.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias_init: torch.Tensor | float = 0.0) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.scale = math.sqrt(2.0 / in_features)
+        self.weight_orig = nn.Parameter(torch.randn(out_features, in_features))
+        bias = torch.zeros(out_features)
+        self.bias = nn.Parameter(bias + bias_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_orig * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _plain_norm(norm: NormType, channels: int, affine: bool) -> nn.Module:
+    if norm == "instance":
+        # Statistics of the current sample, also at test time (no running stats), as the authors.
+        return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels, affine=affine)
+    raise ValueError(f"unknown norm {norm!r}; use 'instance' or 'batch'")
+
+
+class ConvBlock(nn.Module):
+    """conv(k) -> norm (affine) -> ReLU: the unconditioned block of the single-task and multi-head baselines."""
+
+    def __init__(self, kernel_size: int, in_channels: int, out_channels: int, norm: NormType = "instance") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.norm = _plain_norm(norm, out_channels, affine=True)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class AdaINConvBlock(nn.Module):
+    """conv(k) -> norm (no affine) -> ``x * scale + shift`` -> LeakyReLU(0.01), with (scale, shift) from ``style``.
+
+    ``style`` is the task embedding ``w``; an equalized-lr linear layer maps it to ``2 * out_channels`` values whose
+    bias starts at 1 for the scale half and 0 for the shift half, so an untrained block is a plain normalisation.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int,
+        in_channels: int,
+        out_channels: int,
+        latent_dim: int,
+        norm: NormType = "instance",
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.norm = _plain_norm(norm, out_channels, affine=False)
+        bias_init = torch.cat([torch.ones(out_channels), torch.zeros(out_channels)])
+        self.style = EqualLinear(latent_dim, 2 * out_channels, bias_init=bias_init)
+        self.negative_slope = negative_slope
+
+    def modulation(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel ``(scale, shift)`` of this block for task embeddings ``style`` (N x latent)."""
+        scale, shift = self.style(style).chunk(2, dim=1)
+        return scale, shift
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if style is None:
+            raise ValueError("AdaINConvBlock needs the task embedding")
+        scale, shift = self.modulation(style)
+        x = self.norm(self.conv(x))
+        x = torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+        return F.leaky_relu(x, self.negative_slope)
+
+
+def channel_pool_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
+    """``out x in`` averaging matrix equal to ``adaptive_avg_pool`` over the channel axis.
+
+    Group ``i`` averages input channels ``floor(i * C / c) .. ceil((i + 1) * C / c) - 1`` (the authors' way of
+    reading a task with ``c`` channels out of the shared ``C``-channel output layer).
+    """
+    matrix = torch.zeros(out_channels, in_channels)
+    for i in range(out_channels):
+        start = (i * in_channels) // out_channels
+        end = -((-(i + 1) * in_channels) // out_channels)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def pool_channels(x: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """Average groups of channels of ``x`` (N x C x H x W) down to ``out_channels``; identity when equal."""
+    if x.shape[1] == out_channels:
+        return x
+    matrix = channel_pool_matrix(x.shape[1], out_channels).to(dtype=x.dtype, device=x.device)
+    return torch.einsum("oc,nchw->nohw", matrix, x)

@@ -1,0 +1,90 @@
+"""The Task Switching Network: one encoder, one task-conditioned decoder, one output layer for every task."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels
+from tsn.models.base import DensePredictionModel
+from tsn.models.config import ModelConfig
+from tsn.models.layers import AdaINConvBlock, EqualLinear, PixelNorm, pool_channels
+
+__all__ = ["TaskEmbeddingNet", "TaskSwitchingNet"]
+
+
+class TaskEmbeddingNet(nn.Module):
+    """Task code -> task embedding ``w``: PixelNorm, then ``n_fc`` x [equalized-lr Linear, LeakyReLU(0.2)].
+
+    The task code of task ``i`` (of ``T``) is a ``T * n_ones`` vector of zeros with ones in block ``i``.
+    """
+
+    def __init__(self, num_tasks: int, n_ones: int = 20, n_fc: int = 8, latent_dim: int = 100) -> None:
+        super().__init__()
+        self.num_tasks, self.n_ones = num_tasks, n_ones
+        layers: list[nn.Module] = [PixelNorm()]
+        width = num_tasks * n_ones
+        for _ in range(n_fc):
+            layers += [EqualLinear(width, latent_dim), nn.LeakyReLU(0.2)]
+            width = latent_dim
+        self.layers = nn.Sequential(*layers)
+
+    def task_code(self, index: torch.Tensor) -> torch.Tensor:
+        """Task codes (len(index) x T*n_ones) for task indices ``index``."""
+        blocks = torch.nn.functional.one_hot(index, self.num_tasks).to(torch.float32)
+        return blocks.repeat_interleave(self.n_ones, dim=1)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.task_code(index).to(self.layers[1].weight_orig))
+
+
+class TaskSwitchingNet(DensePredictionModel):
+    """TSN (Sun et al., ICCV 2021): the network performs one task at a time, selected by a learned task embedding.
+
+    ``model(image, "semseg")`` returns that task's raw output; ``model(image, ["semseg", "normals"])`` or
+    ``model(image)`` returns a dict. Several tasks share one encoder pass, and their decoder passes are batched
+    (the task embeddings stacked along the batch axis), which gives the same outputs as separate calls because
+    instance normalisation works per sample.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.encoder = create_encoder(config.backbone, config.pretrained)
+        encoder_channels = self.encoder.feature_info.channels()
+        decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
+        self.task_embedding = TaskEmbeddingNet(len(self.task_specs), config.n_ones, config.n_fc, config.latent_dim)
+        block = partial(AdaINConvBlock, latent_dim=config.latent_dim, norm=config.norm)
+        self.decoder = UNetDecoder(encoder_channels, decoder_channels, block)
+        out = config.output_channels or max(spec.channels for spec in self.task_specs.values())
+        self.head = nn.Conv2d(decoder_channels[-1], out, kernel_size=1)
+
+    def task_index(self, names: Sequence[str]) -> torch.Tensor:
+        order = list(self.task_specs)
+        return torch.tensor([order.index(n) for n in names], device=self.head.weight.device)
+
+    def embed(self, names: Sequence[str]) -> torch.Tensor:
+        """Task embeddings ``w`` (len(names) x latent_dim)."""
+        return self.task_embedding(self.task_index(names))
+
+    def decode(self, features: Sequence[torch.Tensor], style: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Shared decoder + output layer for a batch whose every sample carries its own task embedding."""
+        return self.head(self.decoder(features, style, size))
+
+    def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        features = self.encoder(image)
+        batch, count = image.shape[0], len(names)
+        style = self.embed(names).repeat_interleave(batch, dim=0)  # task-major: sample t*batch + n
+        if count > 1:
+            features = [f.repeat(count, 1, 1, 1) for f in features]
+        raw = self.decode(features, style, image.shape[-2:])
+        return {
+            name: pool_channels(chunk, self.task_specs[name].channels)
+            for name, chunk in zip(names, raw.split(batch, dim=0))
+        }
+
+    def forward_per_task(self, image: torch.Tensor, task: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """The authors' way: the whole network (encoder included) once per task. Kept for parity and benchmarks."""
+        return {name: self.predict_tasks(image, [name])[name] for name in self.task_names(task)}

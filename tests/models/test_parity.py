@@ -1,0 +1,161 @@
+"""Exact parity with the authors' model: rebuild the fixture weights, convert, run, compare every output."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tsn.checkpoint import load_model
+from tsn.convert import convert_official_checkpoint, convert_official_state_dict
+from tsn.errors import TsnError
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "tsns_reference"
+AUTHORS_TASK_NAMES = {"seg": "semseg", "parts": "human_parts", "edges": "edges", "normals": "normals",
+                      "saliency": "saliency"}
+
+
+def reference_weights(keys_file: str) -> dict[str, torch.Tensor]:
+    """Tensor ``i`` of the key list, rebuilt by the fixture's rule (reference-model.md, section 3)."""
+    state = {}
+    for i, (name, shape, dtype) in enumerate(json.loads((FIXTURE / keys_file).read_text())):
+        g = torch.Generator().manual_seed(1000 + i)
+        if dtype == "int64":
+            value = torch.zeros(shape, dtype=torch.int64)
+        elif "running_var" in name:
+            value = 0.5 + torch.rand(shape, generator=g)
+        elif "running_mean" in name:
+            value = 0.1 * torch.randn(shape, generator=g)
+        elif "weight_orig" in name:
+            value = torch.randn(shape, generator=g)
+        elif len(shape) >= 2:
+            value = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+        else:
+            value = 0.1 * torch.randn(shape, generator=g)
+            if "style" in name and name.endswith("bias"):
+                value[: shape[0] // 2] += 1.0
+        state[name] = value
+    return state
+
+
+@pytest.fixture(autouse=True)
+def authors_float32_kernel_path():
+    """The fixture was computed in float32; exact (float64) maths differs from it by up to 1.6e-4 on semseg
+    (values up to 8.9). On the same float32 kernel path (oneDNN, 2 threads) we match it to 1.3e-5, so the 1e-4
+    check runs on that path, and a float64 check proves the model itself independently of summation order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, np.ndarray]:
+    return dict(np.load(FIXTURE / "io.npz"))
+
+
+@pytest.fixture(scope="module")
+def tsn_model():
+    return convert_official_state_dict(reference_weights("keys_tsn.json"), source="fixture")
+
+
+def test_tsn_matches_authors_outputs_for_every_task(tsn_model, io) -> None:
+    image = torch.from_numpy(io["input"])
+    with torch.no_grad():
+        for authors_name, task in AUTHORS_TASK_NAMES.items():
+            out = tsn_model(image, task).numpy()
+            np.testing.assert_allclose(out, io[f"tsn_{authors_name}"], atol=1e-4, rtol=0, err_msg=task)
+
+
+def test_tsn_in_float64_matches_authors_outputs(io) -> None:
+    model = convert_official_state_dict(reference_weights("keys_tsn.json")).double()
+    image = torch.from_numpy(io["input"]).double()
+    with torch.no_grad():
+        for authors_name, task in AUTHORS_TASK_NAMES.items():
+            out = model(image, task).numpy()
+            np.testing.assert_allclose(out, io[f"tsn_{authors_name}"], atol=1e-4, rtol=5e-5, err_msg=task)
+
+
+def test_all_task_forward_equals_per_task_calls(tsn_model, io) -> None:
+    """Batching the task passes changes nothing but float32 summation order (float64 shows the maths is equal)."""
+    image = torch.from_numpy(io["input"])
+    with torch.no_grad():
+        batched = tsn_model(image)
+        per_task = tsn_model.forward_per_task(image)
+        model64 = convert_official_state_dict(reference_weights("keys_tsn.json")).double()
+        batched64, per_task64 = model64(image.double()), model64.forward_per_task(image.double())
+    assert list(batched) == list(AUTHORS_TASK_NAMES.values())
+    for task in batched:
+        np.testing.assert_allclose(batched[task].numpy(), per_task[task].numpy(), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(batched64[task].numpy(), per_task64[task].numpy(), atol=1e-10, rtol=0)
+
+
+def test_task_codes_match(tsn_model, io) -> None:
+    for index, authors_name in enumerate(AUTHORS_TASK_NAMES):
+        code = tsn_model.task_embedding.task_code(torch.tensor([index])).numpy()
+        np.testing.assert_array_equal(code, io[f"tsn_code_{authors_name}"])
+
+
+def test_single_task_parts_matches(io) -> None:
+    model = convert_official_state_dict(reference_weights("keys_single_task_parts.json"), source="fixture")
+    assert model.config.arch == "single_task" and model.tasks == ("human_parts",)
+    with torch.no_grad():
+        out = model(torch.from_numpy(io["input"]), "human_parts").numpy()
+    np.testing.assert_allclose(out, io["single_parts"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_convert_file_round_trip(tmp_path, io, suffix) -> None:
+    official = tmp_path / "tsns_model.pth"
+    torch.save({"model_state": reference_weights("keys_tsn.json")}, official)
+    ours = convert_official_checkpoint(official, tmp_path / f"tsn{suffix}")
+    model = load_model(ours)
+    with torch.no_grad():
+        out = model(torch.from_numpy(io["input"]), "normals").numpy()
+    np.testing.assert_allclose(out, io["tsn_normals"], atol=1e-4, rtol=0)
+
+
+def test_convert_cli_single_task_named_by_file(tmp_path, io) -> None:
+    from tsn.cli import main
+
+    official = tmp_path / "single_task_parts.pth"
+    torch.save({"model_state": reference_weights("keys_single_task_parts.json")}, official)
+    assert main(["convert", str(official), "-o", str(tmp_path / "parts.pt")]) == 0
+    assert load_model(tmp_path / "parts.pt").tasks == ("human_parts",)
+
+
+def test_missing_key_is_a_one_line_error() -> None:
+    state = reference_weights("keys_tsn.json")
+    del state["conv_up2.conv1.bias"]
+    with pytest.raises(TsnError, match="missing 1 weight.*decoder.fuse.1.conv.bias") as info:
+        convert_official_state_dict(state)
+    assert "\n" not in str(info.value)
+
+
+def test_wrong_layout_and_bad_files_are_one_line_errors(tmp_path, capsys) -> None:
+    from tsn.cli import main
+
+    state = reference_weights("keys_tsn.json")
+    state["conv_last.0.weight"] = torch.zeros(21, 32, 1, 1)
+    with pytest.raises(TsnError, match="'head.weight' has shape"):
+        convert_official_state_dict(state)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "junk.pth"), "-o", str(tmp_path / "x.pt")]) == 2
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    assert main(["convert", str(tmp_path / "other.pth"), "-o", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("tsn convert: error:") for line in err)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_single_channel_single_task_needs_task_name() -> None:
+    state = reference_weights("keys_single_task_parts.json")
+    state["conv_last.0.weight"] = state["conv_last.0.weight"][:1]
+    state["conv_last.0.bias"] = state["conv_last.0.bias"][:1]
+    with pytest.raises(TsnError, match="pass --task"):
+        convert_official_state_dict(state)
+    assert convert_official_state_dict(state, task="sal").tasks == ("saliency",)
