@@ -1,0 +1,45 @@
+"""``tsn download``: fetch, verify and extract PASCAL_MT or NYUD_MT into the dataset root."""
+
+from __future__ import annotations
+
+import argparse
+
+from tsn.data.download import DATASETS, download_dataset
+from tsn.data.paths import data_root
+
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+
+HELP = "download and extract a dataset (pascal_context, nyud) into the dataset root"
+DESCRIPTION = (
+    "Download a dataset archive (resuming a partial download), check its SHA-256, extract it safely and mark it "
+    "complete. A dataset already downloaded is left alone. The dataset root is --root, else $TSN_DATA_ROOT, "
+    "else ~/.cache/tsn/data."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help=f"one of: {', '.join(sorted(DATASETS))}")
+    parser.add_argument(
+        "--root",
+        "--data-root",
+        dest="root",
+        metavar="DIR",
+        help="dataset root (default: $TSN_DATA_ROOT, else ~/.cache/tsn/data)",
+    )
+    parser.add_argument("--url", help="download from this URL instead of the default one (a mirror)")
+    parser.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the archive")
+    parser.add_argument("--archive", metavar="PATH", help="an already-downloaded archive to verify and extract")
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = download_dataset(
+        args.dataset,
+        data_root(args.root),
+        url=args.url,
+        sha256=args.sha256,
+        archive=args.archive,
+        progress=not args.no_progress,
+    )
+    print(f"{args.dataset}: ready in {folder}")
+    return 0
