@@ -1,0 +1,101 @@
+"""Semantic segmentation and human parts: IoU from one confusion matrix accumulated over the whole data set.
+
+As the reference evaluator (ASTMT, used by TSNs): true/false positives and false negatives of every class are
+summed over all labelled pixels of all images before dividing, and mIoU averages over **all** ``K`` classes, so a
+class that never occurs in labels nor predictions counts as IoU 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tsn.errors import TsnError
+from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, single_map
+from tsn.tasks import IGNORE_INDEX
+
+__all__ = ["SegmentationMetric"]
+
+
+class SegmentationMetric:
+    """mIoU and pixel accuracy of class-index maps.
+
+    Args:
+        num_classes: ``K``; labels and predictions must lie in ``0..K-1`` (labels may also be ``ignore_index``).
+        ignore_index: label value of pixels that are not scored.
+        skip_uniform_labels: skip images whose label holds a single value (all background or all ignored), as the
+            reference human-parts evaluator does.
+        class_names: optional names, copied into the result next to the per-class IoU.
+
+    Results are fractions in ``[0, 1]`` (papers print them x100): ``mIoU`` (headline), ``pixel_acc``, ``IoU``
+    (per class), plus ``num_classes``, ``skip_uniform_labels``, ``n_images`` (scored) and ``n_skipped``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int = IGNORE_INDEX,
+        skip_uniform_labels: bool = False,
+        class_names: Sequence[str] = (),
+    ) -> None:
+        if num_classes < 1:
+            raise TsnError(f"a segmentation metric needs at least one class, got num_classes={num_classes}")
+        if class_names and len(class_names) != num_classes:
+            raise TsnError(f"{len(class_names)} class names given for {num_classes} classes; give one name per class")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.skip_uniform_labels = skip_uniform_labels
+        self.class_names = tuple(class_names)
+        self.reset()
+
+    def reset(self) -> None:
+        # Rows are label classes, columns predicted classes.
+        self._confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self._n_images = 0
+        self._n_skipped = 0
+
+    def update(self, pred: ArrayLike, label: ArrayLike) -> None:
+        """Add one image: ``pred`` class indices ``H x W``, ``label`` class ids ``H x W`` (``ignore_index`` = skip)."""
+        label = single_map(label, "segmentation label")
+        pred = single_map(pred, "segmentation prediction")
+        check_same_shape(pred, label, "segmentation")
+        if self.skip_uniform_labels and (label.size == 0 or label.min() == label.max()):
+            self._n_skipped += 1
+            return
+        valid = label != self.ignore_index
+        truth = self._class_ids(label[valid], "label")
+        guess = self._class_ids(pred[valid], "prediction")
+        k = self.num_classes
+        self._confusion += np.bincount(truth * k + guess, minlength=k * k).reshape(k, k)
+        self._n_images += 1
+
+    def _class_ids(self, values: np.ndarray, what: str) -> np.ndarray:
+        """``values`` as int64 class ids, refusing ids outside ``0..K-1`` (usually a wrong class count)."""
+        if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+            bad = values.max() if values.max() >= self.num_classes else values.min()
+            raise TsnError(
+                f"segmentation {what} contains class {bad:g} but the metric has {self.num_classes} classes; "
+                "check the dataset's class count (NYUD uses 41, PASCAL 21, parts 7)"
+            )
+        return values.astype(np.int64)
+
+    def compute(self) -> MetricResult:
+        tp = np.diag(self._confusion).astype(np.float64)
+        union = self._confusion.sum(axis=0) + self._confusion.sum(axis=1) - tp
+        iou = tp / np.maximum(union, 1e-8)
+        labelled = self._confusion.sum()
+        empty = self._n_images == 0
+        result: MetricResult = {
+            "mIoU": float("nan") if empty else float(iou.mean()),
+            "pixel_acc": float("nan") if empty else float(tp.sum() / max(labelled, 1)),
+            "IoU": iou.tolist(),
+            "num_classes": self.num_classes,
+            "skip_uniform_labels": self.skip_uniform_labels,
+            "n_images": self._n_images,
+            "n_skipped": self._n_skipped,
+        }
+        if self.class_names:
+            result["class_names"] = list(self.class_names)
+        return result
