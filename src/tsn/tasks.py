@@ -82,6 +82,8 @@ class TaskSpec:
     ignore_index: int = IGNORE_INDEX
     flip_negate_channels: tuple[int, ...] = ()
     """Channels whose sign flips under a horizontal flip (the x component of normals)."""
+    empty_label_ignored: bool = False
+    """An all-zero label map means "not annotated" and is ignored whole (PASCAL parts of images without persons)."""
     class_names: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
 
@@ -177,7 +179,7 @@ TASKS: dict[str, TaskSpec] = {
             name="human_parts", title="Human parts", channels=7, output="classes",
             loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True,
             label_interpolation="nearest", prediction_interpolation="nearest",
-            class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"),
+            class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"), empty_label_ignored=True,
         ),
         TaskSpec(
             name="edges", title="Edge detection", channels=1, output="binary",

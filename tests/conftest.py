@@ -1,0 +1,26 @@
+"""Shared test setup: ``tests/`` on ``sys.path`` (for ``fixture_datasets``) and the fixture-dataset fixtures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fixture_datasets import make_nyud_fixture, make_pascal_fixture  # noqa: E402
+
+
+@pytest.fixture
+def pascal_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fixture ``PASCAL_MT`` folder (6 train + 4 val); caches go to ``tmp_path``, never to the home folder."""
+    monkeypatch.setenv("TSN_CACHE_DIR", str(tmp_path / "cache"))
+    return make_pascal_fixture(tmp_path / "data")
+
+
+@pytest.fixture
+def nyud_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fixture ``NYUD_MT`` folder (6 train + 4 val); caches go to ``tmp_path``, never to the home folder."""
+    monkeypatch.setenv("TSN_CACHE_DIR", str(tmp_path / "cache"))
+    return make_nyud_fixture(tmp_path / "data")
