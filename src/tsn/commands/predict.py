@@ -1,0 +1,102 @@
+"""``tsn predict``: run a checkpoint's tasks on image files and folders, save per-task maps and overview panels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_size"]
+
+HELP = "predict every task of a checkpoint on images; save per-task maps (and overview panels)"
+DESCRIPTION = (
+    "Run a tsn checkpoint on image files and folders (any size, any format Pillow reads). Writes "
+    "OUT/<task>/<name>.png for every task at the image's original size (depth also as <name>.mat, key 'depth') "
+    "and one overview OUT/panels/<name>.png per image. --save-format authors writes exactly the TSNs/ASTMT "
+    "evaluation files instead. Unreadable files are reported and skipped."
+)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``512`` -> (512, 512); ``480x640`` -> (480, 640) as (H, W); each side at least 32 (the encoder's stride)."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write N or HxW, e.g. 512 or 480x640") from None
+    if len(size) not in (1, 2) or min(size) < 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: write N or HxW with sides of at least 32, e.g. 512 or 480x640")
+    return (size[0], size[-1])
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="tsn checkpoint (.pt/.safetensors)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument(
+        "--tasks", default="all", help="comma-separated task names or aliases (e.g. seg,normals), or all (default)"
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=(512, 512), metavar="N|HxW",
+        help="network input size; images are resized to it and predictions back (default 512, the paper's)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=1,
+        help="images per forward pass (default 1; each image of the paper's model at 512 needs ~2 GB for its "
+        "5 tasks, so raise it on a large GPU)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default: GPU if any), cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=2, help="image-reading processes (default 2; 0: none)")
+    parser.add_argument(
+        # tsn.engine.predict.SAVE_FORMATS, spelled out so that building the parser imports no engine code
+        "--save-format", choices=("visual", "authors"), default="visual",
+        help="visual (default): palette PNGs, depth picture, panels; authors: exactly the reference's files "
+        "(grey index PNGs, 255*sigmoid, RGB normals, depth .mat), ready for evaluation",
+    )
+    parser.add_argument("--no-panels", action="store_true", help="do not draw the per-image overview panels")
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tsn.checkpoint import load_model
+    from tsn.engine.predict import Skipped, predict_files, resolve_device
+    from tsn.errors import TsnError
+
+    names = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    if not names:
+        raise TsnError("--tasks is empty; give task names (e.g. seg,normals) or all")
+    tasks = None if [name.lower() for name in names] == ["all"] else names
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, map_location=device)
+
+    def report(item: Skipped) -> None:
+        tqdm.write(f"tsn predict: skipped {item.message}", file=sys.stderr)
+
+    summary = predict_files(
+        model,
+        args.inputs,
+        args.output,
+        tasks=tasks,
+        size=args.size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        save_format=args.save_format,
+        panels=args.save_format == "visual" and not args.no_panels,
+        progress=not args.no_progress,
+        on_skip=report,
+    )
+    if not summary.processed:
+        raise TsnError(f"none of the {len(summary.skipped)} input(s) could be read as an image; nothing written")
+    print(
+        f"wrote {', '.join(model.task_names(tasks))} predictions of {len(summary.processed)} image(s) to "
+        f"{args.output} ({args.save_format} format); skipped {len(summary.skipped)}"
+    )
+    return 0

@@ -1,0 +1,320 @@
+"""Inference on image files, and predictions saved in the authors' conventions.
+
+The pipeline of ``tsn predict`` (and of ``tsn evaluate --save-predictions``, which calls :func:`save_predictions`):
+
+1. read an image file (any size, EXIF orientation applied) and preprocess it exactly as the evaluation pipeline
+   does (:func:`tsn.data.transforms.build_transforms` ``"eval"``: bicubic resize of the uint8 image to the model
+   input size, ImageNet normalisation);
+2. run every requested task on a batch of images (the encoder once, the decoder passes batched);
+3. per task, ``TaskSpec.postprocess`` at the network resolution, then ``TaskSpec.resize_prediction`` back to each
+   image's original size;
+4. ``TaskSpec.to_saved`` gives the authors' arrays (class indices, ``255 * p`` and ``(n + 1) * 255 / 2``, all
+   truncated to uint8; raw depth), written as ``<out>/<task>/<name>.png`` (depth: ``.mat``).
+
+Two save formats: ``authors`` writes exactly the reference's files (grey index PNGs, no extras), ready for the
+evaluators; ``visual`` writes the same values but makes class maps palette PNGs (still the class indices, drawn in
+the VOC colours) and adds a grey depth PNG for viewing. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import scipy.io
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from tsn.data.transforms import Compose, build_transforms
+from tsn.errors import TsnError
+from tsn.models.base import DensePredictionModel, TaskArg
+from tsn.tasks import TaskSpec, color_palette
+from tsn.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "SaveFormat",
+    "SAVE_FORMATS",
+    "PANELS_FOLDER",
+    "Skipped",
+    "PredictSummary",
+    "ImageFiles",
+    "resolve_device",
+    "load_image",
+    "collect_inputs",
+    "restore_predictions",
+    "save_prediction",
+    "save_predictions",
+    "render_panel",
+    "save_figure",
+    "predict_files",
+]
+
+SaveFormat = Literal["visual", "authors"]
+SAVE_FORMATS: tuple[str, ...] = ("visual", "authors")
+
+PANELS_FOLDER = "panels"
+"""Sub-folder of the output folder that holds the per-image overview panels."""
+
+_PALETTE = color_palette().tobytes()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not processed, and why (``message`` names the file)."""
+
+    path: Path
+    message: str
+
+
+@dataclass
+class PredictSummary:
+    """What :func:`predict_files` did: the images it wrote predictions for, and the inputs it skipped."""
+
+    processed: list[Path] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (the GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TsnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TsnError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as ``H x W x 3`` uint8 RGB, turned upright by its EXIF orientation (as viewers show it).
+
+    A file that is not an image, or a corrupt or truncated one, raises a one-line :class:`TsnError` naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except UnidentifiedImageError:
+        raise TsnError(f"{path}: not an image (unrecognised file format)") from None
+    except Exception as error:  # PIL reports damage as OSError, SyntaxError, ValueError, zlib.error, ...
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise TsnError(f"{path}: unreadable image ({reason}); the file may be corrupt") from None
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
+    """Files to predict with their output names (file stems), and the inputs that cannot be used.
+
+    A folder contributes its files (sorted, hidden ones and sub-folders left out); a file named twice counts once.
+    Missing paths, empty folders and a second file with an already used stem (its outputs would overwrite the
+    first's) are skipped.
+    """
+    files: list[tuple[Path, str]] = []
+    skipped: list[Skipped] = []
+    owner: dict[str, Path] = {}
+    for entry in map(Path, inputs):
+        if entry.is_dir():
+            found = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not found:
+                skipped.append(Skipped(entry, f"{entry}: folder without files"))
+        elif entry.is_file():
+            found = [entry]
+        else:
+            skipped.append(Skipped(entry, f"{entry}: no such file or folder"))
+            continue
+        for path in found:
+            if path.stem in owner and owner[path.stem].resolve() == path.resolve():
+                continue  # the same file named twice (e.g. alone and through its folder)
+            if path.stem in owner:
+                message = f"{path}: same name as {owner[path.stem]}, whose outputs it would overwrite; rename one"
+                skipped.append(Skipped(path, message))
+                continue
+            owner[path.stem] = path
+            files.append((path, path.stem))
+    return files, skipped
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    path: Path
+    name: str
+    image: np.ndarray
+    """The original uint8 RGB image (its size is the size of the saved predictions)."""
+    tensor: torch.Tensor
+    """The network input: ``3 x H x W`` at the model input size, normalised."""
+
+
+class ImageFiles(Dataset):
+    """Image files preprocessed for the network; an unreadable file yields a :class:`Skipped` instead of raising,
+    so one bad file does not stop a batch (or a DataLoader worker)."""
+
+    def __init__(self, files: Sequence[tuple[Path, str]], size: tuple[int, int]) -> None:
+        self.files = list(files)
+        self.transform: Compose = build_transforms("eval", size, tasks=(), seed=0)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> _Loaded | Skipped:
+        path, name = self.files[index]
+        try:
+            image = load_image(path)
+        except TsnError as error:
+            return Skipped(path, str(error))
+        sample = self.transform({"image": image})
+        return _Loaded(path, name, image, sample["image"])
+
+
+def restore_predictions(
+    raw: Mapping[str, torch.Tensor], specs: Mapping[str, TaskSpec], sizes: Sequence[tuple[int, int]]
+) -> list[dict[str, np.ndarray]]:
+    """Raw outputs of a batch (``N x C x h x w`` per task) -> per image, per task, the postprocessed prediction
+    at that image's original ``size = (H, W)`` (``H x W`` class indices, ``C x H x W`` otherwise), on the CPU.
+
+    Postprocessing happens before the resize, as in the reference (probabilities and unit vectors are
+    interpolated, not logits).
+    """
+    restored: list[dict[str, np.ndarray]] = [{} for _ in sizes]
+    for name, output in raw.items():
+        spec = specs[name]
+        prediction = spec.postprocess(output)
+        for index, size in enumerate(sizes):
+            resized = spec.resize_prediction(prediction[index : index + 1], tuple(size))
+            restored[index][name] = resized[0].cpu().numpy()
+    return restored
+
+
+def _write_png(path: Path, image: Image.Image) -> None:
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
+
+
+def save_prediction(
+    spec: TaskSpec, prediction: np.ndarray, folder: str | os.PathLike[str], name: str,
+    save_format: SaveFormat = "authors",
+) -> None:
+    """Write one image's postprocessed ``prediction`` for ``spec`` as ``folder/<name><spec.saved_suffix>``.
+
+    PNGs hold ``spec.to_saved(prediction)`` (grey, or RGB for unit vectors); ``.mat`` files hold it under the task's
+    name (``depth``, the authors' key). The ``visual`` format stores class maps as palette PNGs (the same indices)
+    and adds a grey ``<name>.png`` picture of ``.mat`` predictions.
+    """
+    if save_format not in SAVE_FORMATS:
+        raise TsnError(f"unknown save format {save_format!r}; choose one of: {', '.join(SAVE_FORMATS)}")
+    folder = Path(folder)
+    saved = spec.to_saved(prediction)
+    if spec.saved_suffix == ".mat":
+        with atomic_write(folder / f"{name}.mat") as handle:
+            scipy.io.savemat(handle, {spec.name: saved})
+        if save_format == "visual":
+            _write_png(folder / f"{name}.png", Image.fromarray(spec.render(prediction)[..., 0]))
+        return
+    image = Image.fromarray(saved)
+    if save_format == "visual" and spec.output == "classes":
+        image.putpalette(_PALETTE)  # mode L -> P: the pixels stay the class indices, viewers show VOC colours
+    _write_png(folder / f"{name}{spec.saved_suffix}", image)
+
+
+def save_predictions(
+    raw: Mapping[str, torch.Tensor],
+    specs: Mapping[str, TaskSpec],
+    names: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    out_dir: str | os.PathLike[str],
+    save_format: SaveFormat = "authors",
+) -> list[dict[str, np.ndarray]]:
+    """Save a batch's raw outputs as ``out_dir/<task>/<name>.png`` (or ``.mat``) at each image's original size.
+
+    ``names[i]`` and ``sizes[i] = (H, W)`` belong to sample ``i`` of the batch (for a dataset: ``meta["id"]`` and
+    ``meta["size"]``). Returns the restored predictions (see :func:`restore_predictions`) for further use.
+    """
+    restored = restore_predictions(raw, specs, sizes)
+    for name, predictions in zip(names, restored):
+        for task, prediction in predictions.items():
+            save_prediction(specs[task], prediction, Path(out_dir) / task, name, save_format)
+    return restored
+
+
+def render_panel(image: np.ndarray, predictions: Mapping[str, np.ndarray], specs: Mapping[str, TaskSpec]) -> Figure:
+    """One row: the image, then each task's prediction drawn by ``TaskSpec.render`` and titled with its title."""
+    from matplotlib.figure import Figure  # slow to import; only panels need it
+
+    panes = [("Image", image)] + [(specs[task].title, specs[task].render(p)) for task, p in predictions.items()]
+    height, width = image.shape[:2]
+    figure = Figure(figsize=(2.6 * len(panes), 2.6 * height / width + 0.4), layout="constrained")
+    for axes, (title, picture) in zip(figure.subplots(1, len(panes), squeeze=False)[0], panes):
+        axes.imshow(picture)
+        axes.set_title(title, fontsize=9)
+        axes.set_axis_off()
+    return figure
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG, atomically (Agg; no display needed)."""
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+
+
+def predict_files(
+    model: DensePredictionModel,
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    tasks: TaskArg = None,
+    size: tuple[int, int] = (512, 512),
+    batch_size: int = 1,
+    workers: int = 0,
+    save_format: SaveFormat = "visual",
+    panels: bool = True,
+    progress: bool = True,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> PredictSummary:
+    """Predict ``tasks`` (None: all of the model's) on image files and folders, saving into ``out_dir``.
+
+    ``model`` must be in eval mode, on the device to run on. Images are read by ``workers`` DataLoader processes,
+    resized to ``size = (H, W)`` and run ``batch_size`` at a time; predictions are saved at each image's original
+    size (:func:`save_predictions`), plus one ``panels/<name>.png`` overview per image when ``panels`` is set.
+    Unusable inputs are passed to ``on_skip`` as they are met and listed in the summary; they never stop the run.
+    """
+    names = model.task_names(tasks)
+    specs = {name: model.task_specs[name] for name in names}
+    device = next(model.parameters()).device
+    files, unusable = collect_inputs(inputs)
+    summary = PredictSummary()
+
+    def skip(item: Skipped) -> None:
+        summary.skipped.append(item)
+        if on_skip is not None:
+            on_skip(item)
+
+    for item in unusable:
+        skip(item)
+    loader = DataLoader(ImageFiles(files, size), batch_size=batch_size, num_workers=workers, collate_fn=list)
+    out_dir = Path(out_dir)
+    bar = tqdm(total=len(files), unit="img", desc="predict", disable=None if progress else True)
+    with bar, torch.inference_mode():
+        for items in loader:
+            loaded = [item for item in items if isinstance(item, _Loaded)]
+            for item in items:
+                if isinstance(item, Skipped):
+                    skip(item)
+            if loaded:
+                raw = model(torch.stack([item.tensor for item in loaded]).to(device), names)
+                restored = save_predictions(
+                    raw, specs, [i.name for i in loaded], [i.image.shape[:2] for i in loaded], out_dir, save_format
+                )
+                for item, predictions in zip(loaded, restored):
+                    if panels:
+                        figure = render_panel(item.image, predictions, specs)
+                        save_figure(figure, out_dir / PANELS_FOLDER / f"{item.name}.png")
+                    summary.processed.append(item.path)
+            bar.update(len(items))
+    return summary

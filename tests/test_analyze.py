@@ -1,0 +1,112 @@
+"""``tsn analyze``: task similarities of a TSN's embeddings and AdaIN modulations, and the task dendrogram."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from tsn.analysis import analyze_tsn, cosine_similarity_matrix
+from tsn.checkpoint import save_checkpoint
+from tsn.cli import main
+from tsn.errors import TsnError
+from tsn.models import TaskSwitchingNet, build_model, model_config
+
+DECODER = (32, 16, 16, 16, 16)
+LAYERS = [f"decoder.laterals.{i}" for i in range(5)] + [f"decoder.fuse.{i}" for i in range(4)] + ["decoder.final"]
+
+
+@pytest.fixture(scope="module")
+def tsn() -> TaskSwitchingNet:
+    torch.manual_seed(0)
+    model = build_model(model_config("tsn_r18_synthetic", decoder_channels=DECODER))
+    assert isinstance(model, TaskSwitchingNet)
+    return model.eval()
+
+
+def test_cosine_similarity_matrix_golden_values() -> None:
+    vectors = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]])
+    s = 1 / math.sqrt(2)
+    expected = [[1, 0, s, -1], [0, 1, s, 0], [s, s, 1, -s], [-1, 0, -s, 1]]
+    np.testing.assert_allclose(cosine_similarity_matrix(vectors), expected, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    vectors=arrays(np.float64, st.tuples(st.integers(2, 6), st.integers(1, 8)),
+                   elements=st.floats(-10, 10).filter(lambda v: abs(v) > 1e-3)),
+    scale=st.floats(0.1, 10),
+)
+def test_cosine_matrix_is_symmetric_bounded_unit_diagonal_and_scale_invariant(
+    vectors: np.ndarray, scale: float
+) -> None:
+    matrix = cosine_similarity_matrix(vectors)
+    assert np.array_equal(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
+    assert matrix.min() >= -1.0 and matrix.max() <= 1.0
+    np.testing.assert_allclose(cosine_similarity_matrix(scale * vectors), matrix, atol=1e-9)
+
+
+def test_analysis_compares_embeddings_and_every_adain_layer(tsn: TaskSwitchingNet) -> None:
+    analysis = analyze_tsn(tsn)
+    assert analysis.tasks == tsn.tasks and len(tsn.tasks) == 6
+    with torch.no_grad():
+        w = tsn.embed(tsn.tasks).double()
+        expected = F.cosine_similarity(w[:, None], w[None], dim=-1).numpy()
+        scale, shift = tsn.decoder.fuse[1].modulation(tsn.embed(tsn.tasks))
+    np.testing.assert_allclose(analysis.embedding_cosine, expected, atol=1e-9)
+    assert [layer.name for layer in analysis.layers] == LAYERS
+    assert [layer.channels for layer in analysis.layers] == [64, 64, 128, 256, 512, *DECODER[:4], DECODER[4]]
+    fuse = analysis.layers[6]
+    np.testing.assert_allclose(fuse.scale_cosine, F.cosine_similarity(scale[:, None], scale[None], dim=-1), atol=1e-5)
+    np.testing.assert_allclose(fuse.shift_cosine, F.cosine_similarity(shift[:, None], shift[None], dim=-1), atol=1e-5)
+    layer_mean = sum(layer.shift_cosine[0, 3] for layer in analysis.layers) / len(LAYERS)
+    assert analysis.mean_shift_cosine[0, 3] == pytest.approx(layer_mean)
+    assert analysis.linkage.shape == (5, 4)
+
+
+def test_analyze_command_writes_json_and_both_figures(
+    tsn: TaskSwitchingNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = save_checkpoint(tmp_path / "tsn.pt", tsn)
+    assert main(["analyze", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "out")]) == 0
+    assert "most similar embeddings" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    tasks = list(tsn.tasks)
+    assert data["tasks"] == tasks and data["checkpoint"] == str(checkpoint)
+    for key in ("embedding_cosine", "mean_scale_cosine", "mean_shift_cosine"):
+        matrix = np.array(data[key])
+        assert matrix.shape == (6, 6) and np.array_equal(matrix, matrix.T)
+        np.testing.assert_allclose(np.diag(matrix), 1.0)
+        assert -1 <= matrix.min() and matrix.max() <= 1 + 1e-12
+    assert [layer["name"] for layer in data["layers"]] == LAYERS
+    assert {"scale_cosine", "shift_cosine", "channels"} <= set(data["layers"][0])
+    assert sorted(data["dendrogram"]["leaves"]) == sorted(tasks) and data["dendrogram"]["method"] == "average"
+    assert np.array(data["dendrogram"]["linkage"]).shape == (5, 4)
+    for name in ("similarity.png", "dendrogram.png"):
+        with Image.open(tmp_path / "out" / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_non_tsn_checkpoint_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_model(model_config("single_task_r18_synthetic", decoder_channels=DECODER))
+    checkpoint = save_checkpoint(tmp_path / "single.pt", model)
+    assert main(["analyze", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "single_task model" in err[0] and "only Task Switching Networks" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_single_task_tsn_has_no_relationships() -> None:
+    model = build_model(model_config("tsn_r18_synthetic", tasks=["edges"], decoder_channels=DECODER))
+    with pytest.raises(TsnError, match="at least two"):
+        analyze_tsn(model)
