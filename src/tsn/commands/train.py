@@ -1,0 +1,53 @@
+"""``tsn train``: train a model from a preset or YAML config into a run directory, or resume one."""
+
+from __future__ import annotations
+
+import argparse
+
+from tsn.errors import TsnError
+
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+
+HELP = "train a model from a config preset or YAML file (multi-GPU with torchrun), or resume an interrupted run"
+DESCRIPTION = (
+    "Train a TSN or a baseline from a config (a packaged preset such as pascal-tsn-r18, or a YAML file) into a "
+    "run directory holding the resolved config, a log, TensorBoard scalars and the last / best checkpoints. "
+    "Ctrl-C or SIGTERM saves and stops; --resume continues exactly where the run stopped. Several GPUs or nodes: "
+    "torchrun --nproc_per_node=N -m tsn train ... See docs/training.md."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PRESET_OR_YAML", help="a preset name (see --list-presets) or a YAML file")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory to create (refused if it already holds a run)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, repeatable: --set optim.lr=3e-4 --set data.num_workers=4")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--list-presets", action="store_true", help="list the packaged config presets and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or console log (log file only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsn.engine import list_presets, load_config, resume_config, train
+
+    if args.list_presets:
+        print("\n".join(list_presets()))
+        return 0
+    if args.resume:
+        if args.config or (args.out and args.out != args.resume):
+            raise TsnError("--resume continues a run with its own config.yaml and folder; drop --config / --out "
+                           "(use --set to change a value)")
+        config, out_dir = resume_config(args.resume, args.overrides), args.resume
+    else:
+        if not args.config:
+            raise TsnError("give --config PRESET_OR_YAML (see --list-presets), or --resume RUN_DIR")
+        config, out_dir = load_config(args.config, args.overrides), args.out
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    if not out_dir:
+        raise TsnError("give --out RUN_DIR, the folder the run writes its config, log and checkpoints to")
+    result = train(config, out_dir, resume=bool(args.resume), progress=not args.no_progress)
+    # 130, as for Ctrl-C: a job script must not mistake a saved-but-unfinished run for a finished one.
+    return 0 if result.status == "finished" else 130

@@ -1,0 +1,48 @@
+"""The training engine: configs and presets, task schedules, the training loop, validation, checkpoints.
+
+```python
+from tsn.engine import load_config, train
+
+config = load_config("synthetic-tsn", ["optim.lr=0.002"])   # a preset name or a YAML path, plus --set overrides
+result = train(config, "runs/my-run")                       # -> RunResult(status, best, checkpoint, ...)
+result = train(None, "runs/my-run", resume=True)            # continue an interrupted run exactly
+```
+"""
+
+from tsn.engine.config import (
+    SCHEDULES,
+    DataConfig,
+    OptimConfig,
+    SchedulerConfig,
+    TrainConfig,
+    ValidationConfig,
+    apply_overrides,
+    config_from_dict,
+    list_presets,
+    load_config,
+)
+from tsn.engine.evaluation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate
+from tsn.engine.schedules import Step, epoch_plan
+from tsn.engine.trainer import RunResult, resume_config, train
+
+__all__ = [
+    "SCHEDULES",
+    "DataConfig",
+    "OptimConfig",
+    "SchedulerConfig",
+    "ValidationConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "list_presets",
+    "load_config",
+    "Step",
+    "epoch_plan",
+    "train",
+    "resume_config",
+    "RunResult",
+    "validate",
+    "ValidationResult",
+    "ConstantPredictor",
+    "fit_constant_predictor",
+]

@@ -1,0 +1,207 @@
+"""Never lose work: the run directory, resumable training checkpoints and their safety checks.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml            the fully resolved training config
+    RUN_DIR/train.log              plain-text log
+    RUN_DIR/history.json           every validation (losses, metrics, learning rates)
+    RUN_DIR/result.json            the summary of the finished (or interrupted) run
+    RUN_DIR/checkpoints/last.pt    the latest training state (every ``checkpoint_every`` steps and each epoch end)
+    RUN_DIR/checkpoints/best.pt    the training state at the best validation
+    RUN_DIR/tensorboard/           TensorBoard scalars
+
+Checkpoints use the project format (:func:`tsn.checkpoint.save_checkpoint`, written atomically: a crash leaves
+the previous file intact) with a ``training`` entry holding the optimizer, scheduler, gradient scaler, RNG states
+and the :class:`TrainState` (epoch, step, position in the epoch's task schedule, best value, history). Every
+entry is plain containers and tensors, so the file loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from tsn.checkpoint import read_checkpoint, save_checkpoint
+from tsn.errors import TsnError
+from tsn.models import DensePredictionModel
+
+__all__ = [
+    "TrainState",
+    "RunPaths",
+    "rng_state",
+    "set_rng_state",
+    "estimate_checkpoint_bytes",
+    "prepare_run_dir",
+    "save_training_checkpoint",
+    "load_training_checkpoint",
+]
+
+
+@dataclass
+class TrainState:
+    """Where training stands; restored exactly on resume."""
+
+    epoch: int = 0
+    """The current epoch (0-based); after an epoch ends it is the next one."""
+    position: int = 0
+    """Steps of the current epoch's plan already done."""
+    step: int = 0
+    """Optimizer steps done since the start of the run."""
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_step: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One record per validation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainState":
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of a run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states as tensors and plain values (``weights_only``-safe)."""
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
+            "has_gauss": numpy["has_gauss"],
+            "gauss": numpy["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
+    """Size of a training checkpoint: weights and buffers, plus ``optimizer_slots`` copies of the weights (Adam)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return weights * (1 + optimizer_slots) + buffers
+
+
+def prepare_run_dir(root: str | os.PathLike[str], *, resume: bool, checkpoint_bytes: int) -> RunPaths:
+    """Create (or reopen, to resume) a run directory and check it can hold the checkpoints, before training.
+
+    A new run refuses a directory that already holds a run; every run refuses an unwritable directory and one
+    whose disk cannot hold two more checkpoints (an atomic save writes the new file beside the old one).
+    """
+    paths = RunPaths(Path(root).expanduser())
+    if resume and not paths.last.is_file():
+        raise TsnError(f"{paths.root} has no checkpoints/last.pt to resume from; start a new run with --out")
+    if not resume and paths.last.is_file():
+        raise TsnError(
+            f"{paths.root} already holds a run (checkpoints/last.pt); resume it with --resume {paths.root} "
+            "or choose another --out"
+        )
+    try:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        probe = paths.checkpoints / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise TsnError(
+            f"cannot write to the run directory {paths.root} ({error.strerror or error}); choose a writable --out"
+        ) from None
+    free = shutil.disk_usage(paths.checkpoints).free
+    needed = 2 * checkpoint_bytes
+    if free < needed:
+        raise TsnError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {paths.root}, but checkpoints need about "
+            f"{needed / 2**20:.0f} MiB; free some space or choose another --out"
+        )
+    return paths
+
+
+def save_training_checkpoint(
+    path: Path, model: DensePredictionModel | torch.nn.Module, training: Mapping[str, Any]
+) -> None:
+    """Write model + training state atomically; a full disk becomes a one-line error (the old file survives)."""
+    try:
+        save_checkpoint(path, model, extra={"training": dict(training)})
+    except OSError as error:
+        hint = "free some disk space" if error.errno == errno.ENOSPC else "check the run directory"
+        raise TsnError(
+            f"cannot write checkpoint {path} ({error.strerror or error}); the previous checkpoint is intact: "
+            f"{hint}, then resume with --resume {path.parent.parent}"
+        ) from None
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_training_checkpoint` (``state_dict`` and ``training``)."""
+    payload = read_checkpoint(path)
+    if "training" not in payload:
+        raise TsnError(f"{path} holds no training state (a weights-only checkpoint); it cannot be resumed")
+    return payload
