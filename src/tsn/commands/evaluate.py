@@ -1,0 +1,95 @@
+"""``tsn evaluate``: score a checkpoint on a dataset split with the reference protocol, write JSON + markdown."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tsn.errors import TsnError
+
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_options"]
+
+HELP = "evaluate a checkpoint on a dataset split (reference protocol, original resolution) into a JSON + table"
+DESCRIPTION = (
+    "Run every task of a checkpoint on a dataset split in one pass, resize each prediction back to the image's "
+    "original size and score it against the raw labels as the reference evaluators do (edges with the seism-"
+    "compatible benchmark). Writes every metric, the protocols, the checkpoint config and image counts to a JSON "
+    "file and the paper-style table to a markdown file beside it. See docs/evaluate.md."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="tsn checkpoint (.pt / .safetensors, or a run folder); convert the authors' files first")
+    parser.add_argument("--dataset", default="pascal_context", metavar="NAME",
+                        help="synthetic, pascal_context or nyud (default: pascal_context)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+                        help="tasks to score (default: every task of the checkpoint that the dataset has)")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="dataset root (default: $TSN_DATA_ROOT, else ~/.cache/tsn/data)")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset constructor option, repeatable (synthetic: size=64 length=300 seed=0)")
+    parser.add_argument("--save-predictions", type=Path, metavar="DIR",
+                        help="also write every prediction in the authors' format: DIR/<task>/<id>.png (depth .mat)")
+    parser.add_argument("--edge-protocol", metavar="P",
+                        help="edge benchmark protocol: astmt, mtl-survey, atrc, atrc-nyud, bsds "
+                             "(default: astmt; atrc-nyud on nyud)")
+    parser.add_argument("--depth-protocol", choices=("astmt", "pooled"), help="depth protocol (default: astmt)")
+    parser.add_argument("--baseline", nargs="+", type=Path, metavar="JSON",
+                        help="single-task scores: {task: value}, `tsn evaluate` results or a `tsn reproduce` "
+                             "table; adds per-task drops and the average drop (TSN sign: positive = worse)")
+    parser.add_argument("--size", type=int, nargs="+", metavar="N",
+                        help="network input: one side or H W (default: 512; synthetic: the scene size)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument("--workers", type=int, help="processes reading data and matching edges (default: all cores)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("-o", "--output", type=Path, metavar="RESULT.json",
+                        help="result file (default: evaluate-DATASET-SPLIT.json); the table goes beside it as .md")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> a dict, values read as YAML scalars (``64`` -> int, ``true`` -> bool)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise TsnError(f"dataset option {pair!r} is not KEY=VALUE; e.g. --dataset-option size=64")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsn.engine.evaluate import (
+        compare_with_baseline,
+        evaluate_checkpoint,
+        evaluation_markdown,
+        load_baseline,
+        table_values,
+        write_result,
+    )
+    from tsn.tasks import dataset_tasks
+
+    if args.batch_size < 1:
+        raise TsnError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise TsnError(f"--workers must be 0 or more, got {args.workers}")
+    baseline = load_baseline(args.baseline) if args.baseline else None  # read early: a bad file fails fast
+    record = evaluate_checkpoint(
+        args.checkpoint, args.dataset, args.split, tasks=args.tasks, data_root=args.data_root,
+        dataset_options=parse_options(args.dataset_option), size=args.size, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, edge_protocol=args.edge_protocol,
+        depth_protocol=args.depth_protocol, save_dir=args.save_predictions,
+    )
+    if baseline is not None:
+        specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
+        comparison = compare_with_baseline(table_values(record), baseline, specs)
+        record["baseline"] = {"source": [str(p) for p in args.baseline], **comparison}
+    output = args.output or Path(f"evaluate-{record['dataset']['name']}-{args.split}.json")
+    json_path, markdown_path = write_result(record, output)
+    print(evaluation_markdown(record))
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0

@@ -1,0 +1,608 @@
+"""Reference-protocol evaluation: ``tsn evaluate`` and the scoring step of ``tsn reproduce``.
+
+The reference evaluators (ASTMT ``fblib/evaluation``, which TSNs uses; see ``docs/evaluate.md``) score saved
+predictions at each image's *original* size against the raw labels. This module does the same in one pass:
+
+1. every image of the split is read without transforms, so its labels keep their original resolution;
+2. the image alone is resized to the network input (bicubic, ImageNet normalisation) and every task runs in one
+   call (the encoder once; a TSN batches its task passes);
+3. each prediction is postprocessed, resized back to the original size and turned into the array the authors save
+   (:func:`tsn.engine.predict.restore_predictions`, :meth:`TaskSpec.to_saved`); the metrics score exactly what
+   those files hold, read back as the reference evaluators read them (``png / 255``, ``2 * png / 255 - 1``), and
+   ``save_dir`` gets the files themselves (the authors' layout, for MATLAB seism or the reference scripts);
+4. edges go to the seism-compatible benchmark (:mod:`tsn.metrics.edges`) against the dataset's edge-evaluation
+   ground truth (:func:`edge_ground_truth`), restricted to the protocol's image set where the dataset has that
+   list; the per-image matching (about a second per PASCAL image) runs on a process pool while the network goes on.
+
+:func:`evaluate_checkpoint` returns a JSON-ready record (every metric, the protocols, the checkpoint and its
+config, the dataset, image counts, time); :func:`compare_with_baseline` adds per-task drops and the average drop
+against single-task scores, and :func:`evaluation_markdown` prints the paper-style table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from tsn.errors import TsnError
+from tsn.models.base import DensePredictionModel
+from tsn.tasks import TaskSpec, dataset_tasks, get_task
+from tsn.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "RESULT_FORMAT",
+    "DEFAULT_INPUT_SIZE",
+    "MIN_INPUT_SIZE",
+    "DEFAULT_EDGE_PROTOCOLS",
+    "DEFAULT_DEPTH_PROTOCOLS",
+    "PERCENT_METRICS",
+    "SIGN_CONVENTION",
+    "TableRow",
+    "table_value",
+    "table_values",
+    "resolve_eval_tasks",
+    "edge_ground_truth",
+    "edge_image_set",
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "load_baseline",
+    "compare_with_baseline",
+    "markdown_table",
+    "evaluation_markdown",
+    "write_result",
+]
+
+RESULT_FORMAT = "tsn-evaluate"
+"""``format`` field of an evaluation record (how ``--baseline`` recognises one)."""
+
+DEFAULT_INPUT_SIZE = 512
+"""The paper's network input side for the real datasets; synthetic scenes run at their own size."""
+
+MIN_INPUT_SIZE = 64
+"""Smallest network input: the encoder's stride-32 features must keep more than one pixel for instance norm."""
+
+DEFAULT_EDGE_PROTOCOLS: Mapping[str, str] = {
+    # TSNs scores PASCAL edges with ASTMT's seism setup (NMS, HED thresholds, all 5,105 val images).
+    "pascal_context": "astmt",
+    # The only NYUD edge setting with a documented ground truth and tolerance (docs/edges.md).
+    "nyud": "atrc-nyud",
+    "synthetic": "astmt",
+}
+"""Edge protocol used when none is given, per dataset."""
+
+DEFAULT_DEPTH_PROTOCOLS: Mapping[str, str] = {
+    "nyud": "astmt",  # the TSNs / ASTMT numbers
+    # The scenes' sky has no depth (0); ASTMT's protocol would score it as a depth of 1e-9 m.
+    "synthetic": "pooled",
+}
+"""Depth protocol used when none is given, per dataset."""
+
+PERCENT_METRICS: frozenset[str] = frozenset({"mIoU", "odsF", "maxF", "pixel_acc", "oisF", "AP"})
+"""Headline metrics that results hold as fractions and the paper's tables print x100."""
+
+SIGN_CONVENTION = (
+    "average drop in the TSN paper's sign: 100 * s_t * (single - multi) / single averaged over tasks, "
+    "positive = worse than the single-task baseline (the MTL survey's Delta_m has the opposite sign)"
+)
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+# ------------------------------------------------------------------------------------------------- table values
+
+
+def table_value(spec: TaskSpec, value: float) -> float:
+    """A headline value in the paper's table units: x100 for fraction metrics (mIoU, odsF), else as is."""
+    return 100.0 * float(value) if spec.metric in PERCENT_METRICS else float(value)
+
+
+def table_values(record: Mapping[str, Any]) -> dict[str, float]:
+    """The headline value of every task of an evaluation record, in table units."""
+    return {task: float(entry["table_value"]) for task, entry in record["headline"].items()}
+
+
+# ------------------------------------------------------------------------------------------------------- tasks
+
+
+def resolve_eval_tasks(
+    model: DensePredictionModel, dataset: str, tasks: Sequence[str] | None = None
+) -> tuple[TaskSpec, ...]:
+    """The tasks to score, with the dataset's specs: those asked, else every task of the model the dataset has.
+
+    A task missing from the checkpoint or the dataset, or predicted with another channel count than the dataset's
+    (a model trained for another dataset), is a one-line error.
+    """
+    available = {spec.name: spec for spec in dataset_tasks(dataset)}
+    if tasks:
+        names = [get_task(name).name for name in tasks]
+        for name in names:
+            if name not in model.task_specs:
+                raise TsnError(f"the checkpoint has no task {name!r}; its tasks: {', '.join(model.tasks)}")
+            if name not in available:
+                raise TsnError(f"dataset {dataset!r} has no task {name!r}; its tasks: {', '.join(available)}")
+        names = list(dict.fromkeys(names))
+    else:
+        names = [name for name in model.tasks if name in available]
+        if not names:
+            raise TsnError(
+                f"none of the checkpoint's tasks ({', '.join(model.tasks)}) is a task of {dataset!r} "
+                f"({', '.join(available)}); evaluate it on the dataset it was trained for"
+            )
+    for name in names:
+        ours, theirs = model.task_specs[name].channels, available[name].channels
+        if ours != theirs:
+            raise TsnError(
+                f"the checkpoint predicts {ours} channels for {name} but {dataset!r} has {theirs}; "
+                "it was trained for another dataset"
+            )
+    return tuple(available[name] for name in names)
+
+
+def _is_boundary(spec: TaskSpec) -> bool:
+    """Tasks scored by the boundary benchmark: their ground truth is derived differently and matching is slow."""
+    return spec.metric == "odsF"
+
+
+# ------------------------------------------------------------------------------------------------------- edges
+
+
+def edge_ground_truth(dataset: Dataset, sample: Mapping[str, Any]) -> np.ndarray:
+    """The boundary map (bool ``H x W``) the edge benchmark scores ``sample`` against.
+
+    Datasets with an edge-evaluation source (``edge_eval_ground_truth``: PASCAL's ``LabelMap``, NYUD's edge PNG)
+    go through seism's ``thin(seg2bmap(.))``, never the training edge labels. The synthetic scenes' edge label
+    already is the exact one-pixel boundary map.
+    """
+    from tsn.metrics.edges import seism_ground_truth
+
+    read = getattr(dataset, "edge_eval_ground_truth", None)
+    if read is None:
+        return np.asarray(sample["edges"]) > 0.5
+    return seism_ground_truth(read(sample["meta"]["id"]))
+
+
+def edge_image_set(dataset: Dataset, image_set: str | None) -> tuple[frozenset[str] | None, str]:
+    """The ids of the edge protocol's image set within the evaluated split, or None for all its images.
+
+    The list is the dataset's split list of that name (e.g. PASCAL ``ImageSets/Context/test_new.txt``). Where the
+    dataset has no such list, or it shares no image with the split, every image is scored; the returned text
+    says which set was used.
+    """
+    from tsn.data.readers import FolderDataset, read_id_list
+
+    if image_set is None or not isinstance(dataset, FolderDataset):
+        return None, "all images of the split"
+    path = dataset.root / dataset.split_folder / f"{image_set}.txt"
+    if image_set in dataset.splits:
+        return None, f"{image_set} (the evaluated split)"
+    if not path.is_file():
+        return None, f"all images of the split (no {image_set} list at {path})"
+    ids = frozenset(read_id_list(path)).intersection(dataset.ids)
+    if not ids:
+        return None, f"all images of the split (none of {path} is in it)"
+    return ids, f"{image_set} ({path})"
+
+
+class _EdgeCounts:
+    """Per-image edge counts, computed inline (``workers <= 1``) or on a process pool.
+
+    At most a few images per worker wait in the pool, so memory stays bounded while the network runs ahead.
+    """
+
+    def __init__(self, protocol: Any, workers: int) -> None:
+        self.protocol = protocol
+        self.counts: dict[str, np.ndarray] = {}
+        self._pending: deque[tuple[str, Future[np.ndarray]]] = deque()
+        self._pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        self._limit = 4 * workers
+
+    def add(self, image_id: str, pred: np.ndarray, truth: np.ndarray) -> None:
+        from tsn.metrics.edges import edge_counts
+
+        if self._pool is None:
+            self.counts[image_id] = edge_counts(pred, truth, self.protocol)
+            return
+        self._pending.append((image_id, self._pool.submit(edge_counts, pred, truth, self.protocol)))
+        while len(self._pending) > self._limit:
+            self._collect_oldest()
+
+    def _collect_oldest(self) -> None:
+        image_id, future = self._pending.popleft()
+        self.counts[image_id] = future.result()
+
+    def summary(self, ids: Sequence[str]) -> dict[str, Any]:
+        """Scores over ``ids`` (in that order; see :func:`tsn.metrics.edges.summarize_edge_counts`)."""
+        from tsn.metrics.edges import summarize_edge_counts
+
+        while self._pending:
+            self._collect_oldest()
+        if not ids:
+            raise TsnError("no image to score edges on; the split or the edge image set is empty")
+        return summarize_edge_counts(np.stack([self.counts[i] for i in ids]), self.protocol)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass(frozen=True)
+class _Item:
+    labels: dict[str, Any]
+    """The raw labels of the scored tasks and ``meta``."""
+    tensor: torch.Tensor
+    """The network input ``3 x h x w``."""
+    edge_truth: np.ndarray | None
+
+
+class _EvalInputs(Dataset):
+    """A raw dataset seen as (raw labels, network input, edge ground truth): the heavy reading runs in workers."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int], tasks: Sequence[str], edges: bool) -> None:
+        from tsn.data.transforms import build_transforms
+
+        self.dataset, self.tasks, self.edges = dataset, tuple(tasks), edges
+        self.transform = build_transforms("eval", size, tasks=(), seed=0)  # the image only
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> _Item:
+        sample = self.dataset[index]
+        labels = {key: sample[key] for key in (*self.tasks, "meta")}
+        truth = edge_ground_truth(self.dataset, sample) if self.edges else None
+        return _Item(labels, self.transform({"image": sample["image"]})["image"], truth)
+
+
+def _read_back(spec: TaskSpec, saved: np.ndarray) -> np.ndarray:
+    """A saved prediction as the reference evaluators read it back from its file."""
+    if spec.output == "binary":
+        return saved / 255.0
+    if spec.output == "unit_vector":  # H x W x 3 uint8 RGB -> 3 x H x W in [-1, 1]
+        return saved.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
+    return saved
+
+
+def evaluate_model(
+    model: DensePredictionModel,
+    dataset: Dataset,
+    specs: Sequence[TaskSpec],
+    *,
+    size: tuple[int, int] = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE),
+    batch_size: int = 8,
+    workers: int = 0,
+    edge_protocol: str | None = None,
+    depth_protocol: str | None = None,
+    save_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Score ``specs`` of ``model`` on every image of the raw ``dataset`` (built without a transform).
+
+    ``model`` is in eval mode on its device; ``size = (H, W)`` is the network input; ``workers`` processes read
+    the data and match edges. Returns each task's metric result (see :mod:`tsn.metrics`), in the order of
+    ``specs``; the edge result also says which ``image_set`` it used. ``save_dir`` receives every prediction as
+    ``<save_dir>/<task>/<id>.png`` (depth ``.mat``), the authors' format at the original size.
+    """
+    from tsn.engine.predict import restore_predictions, save_prediction
+    from tsn.metrics import make_metrics
+    from tsn.metrics.edges import get_protocol
+
+    if batch_size < 1 or workers < 0:
+        raise TsnError(f"batch size must be >= 1 and workers >= 0 (got {batch_size} and {workers})")
+    by_name = {spec.name: spec for spec in specs}
+    metrics = make_metrics([s for s in specs if not _is_boundary(s)], depth_protocol=depth_protocol)
+    boundary = [spec.name for spec in specs if _is_boundary(spec)]
+    protocol = get_protocol(edge_protocol or "mtl-survey") if boundary else None
+    edge_ids, edge_set = edge_image_set(dataset, protocol.image_set) if protocol else (None, "")
+    inputs = _EvalInputs(dataset, size, list(by_name), edges=bool(boundary))
+    loader = DataLoader(inputs, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    device = next(model.parameters()).device
+    scored_edges: list[str] = []
+    counters = {name: _EdgeCounts(protocol, workers) for name in boundary}
+    try:
+        with tqdm(total=len(inputs), unit="img", desc="evaluate", disable=None if progress else True) as bar:
+            for items in loader:
+                batch = torch.stack([item.tensor for item in items]).to(device)
+                with torch.inference_mode():
+                    raw = model(batch, list(by_name))
+                sizes = [tuple(item.labels["meta"]["size"]) for item in items]
+                for item, predictions in zip(items, restore_predictions(raw, by_name, sizes)):
+                    image_id = str(item.labels["meta"]["id"])
+                    in_edge_set = edge_ids is None or image_id in edge_ids
+                    if boundary and in_edge_set:
+                        scored_edges.append(image_id)
+                    for name, prediction in predictions.items():
+                        spec = by_name[name]
+                        if save_dir is not None:
+                            save_prediction(spec, prediction, Path(save_dir) / name, image_id, "authors")
+                        saved = spec.to_saved(prediction)
+                        if name in metrics:
+                            metrics[name].update(_read_back(spec, saved), item.labels[name])
+                        elif in_edge_set:  # uint8, read as value / 255: exactly what seism sees
+                            counters[name].add(image_id, saved, item.edge_truth)
+                bar.update(len(items))
+        results = {name: metric.compute() for name, metric in metrics.items()}
+        for name, counter in counters.items():
+            results[name] = {**counter.summary(scored_edges), "image_set": edge_set}
+    finally:
+        for counter in counters.values():
+            counter.close()
+    return {spec.name: results[spec.name] for spec in specs}
+
+
+# -------------------------------------------------------------------------------------------------- checkpoints
+
+
+def _default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _input_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from one side or two, checked against :data:`MIN_INPUT_SIZE`."""
+    sides = (int(size),) if isinstance(size, int) else tuple(int(s) for s in size)
+    sides = sides * 2 if len(sides) == 1 else sides
+    if len(sides) != 2 or min(sides) < MIN_INPUT_SIZE:
+        raise TsnError(f"input size {size} is not one or two sides of at least {MIN_INPUT_SIZE} px (the encoder's "
+                       "stride-32 features need more than one pixel); e.g. --size 512 or --size 480 640")
+    return sides  # type: ignore[return-value]
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    dataset: str = "pascal_context",
+    split: str = "val",
+    *,
+    tasks: Sequence[str] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    size: int | Sequence[int] | None = None,
+    batch_size: int = 8,
+    workers: int | None = None,
+    device: str = "auto",
+    edge_protocol: str | None = None,
+    depth_protocol: str | None = None,
+    save_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split with the reference protocol; returns the JSON-ready record.
+
+    ``dataset_options`` go to :func:`tsn.data.build_dataset` (e.g. ``size``, ``length``, ``seed`` of the
+    synthetic scenes). ``size`` is the network input, one side or ``(H, W)``: default 512 x 512 (the paper's),
+    or the synthetic scenes' own size. ``edge_protocol`` and ``depth_protocol`` default to the dataset's entry of
+    :data:`DEFAULT_EDGE_PROTOCOLS` and :data:`DEFAULT_DEPTH_PROTOCOLS`. ``workers`` (default: every core) read data and match edges in parallel.
+
+    Record keys: ``format``, ``format_version``, ``tsn_version``, ``checkpoint`` (path, config, parameters),
+    ``dataset`` (name, split, root, options, n_images), ``input_size``, ``protocols``, ``tasks`` (every metric,
+    fractions as the metrics give them), ``headline`` (per task: metric, value, table value, direction),
+    ``n_images`` (per task), ``predictions`` (the save folder or null), ``time`` (start, seconds, device).
+    """
+    from tsn import __version__
+    from tsn.checkpoint import load_model
+    from tsn.data import build_dataset
+    from tsn.engine.predict import resolve_device
+
+    started, clock = time.time(), time.perf_counter()
+    name = dataset.strip().lower().replace("-", "_")
+    dataset_tasks(name)  # an unknown dataset name or input size fails here, before anything is loaded
+    input_size = _input_size(size) if size else None
+    run_on = resolve_device(device)
+    model = load_model(checkpoint, map_location=run_on)
+    specs = resolve_eval_tasks(model, name, tasks)
+    options = dict(dataset_options or {})
+    data = build_dataset(name, split, tasks=[s.name for s in specs], root=data_root, **options)
+    input_size = input_size or _input_size(getattr(data, "size", DEFAULT_INPUT_SIZE))  # synthetic: scene size
+    edge_protocol = edge_protocol or DEFAULT_EDGE_PROTOCOLS.get(name)
+    depth_protocol = depth_protocol or DEFAULT_DEPTH_PROTOCOLS.get(name)
+    results = evaluate_model(
+        model, data, specs, size=input_size, batch_size=batch_size,
+        workers=_default_workers() if workers is None else workers, edge_protocol=edge_protocol,
+        depth_protocol=depth_protocol, save_dir=save_dir, progress=progress,
+    )
+    protocols: dict[str, Any] = {
+        "scoring": "predictions resized to each image's original size, scored as the authors' saved files hold them",
+    }
+    for spec in specs:
+        result = results[spec.name]
+        if _is_boundary(spec):
+            protocols[spec.name] = {"protocol": result["protocol"]["name"], "image_set": result["image_set"]}
+        elif "protocol" in result:
+            protocols[spec.name] = {"protocol": result["protocol"]}
+    return {
+        "format": RESULT_FORMAT,
+        "format_version": 1,
+        "tsn_version": __version__,
+        "checkpoint": {
+            "path": str(Path(checkpoint).resolve()),
+            "config": model.config.to_dict(),
+            "parameters": model.num_parameters(),
+        },
+        "dataset": {
+            "name": name,
+            "split": split,
+            "root": str(getattr(data, "root", "")) or None,
+            "options": options,
+            "n_images": len(data),  # type: ignore[arg-type]
+        },
+        "input_size": list(input_size),
+        "protocols": protocols,
+        "tasks": results,
+        "headline": {
+            spec.name: {
+                "metric": spec.metric,
+                "value": float(results[spec.name][spec.metric]),
+                "table_value": table_value(spec, results[spec.name][spec.metric]),
+                "higher_is_better": spec.higher_is_better,
+            }
+            for spec in specs
+        },
+        "n_images": {spec.name: int(results[spec.name]["n_images"]) for spec in specs},
+        "predictions": str(Path(save_dir).resolve()) if save_dir is not None else None,
+        "time": {
+            "started": datetime.fromtimestamp(started, timezone.utc).strftime(_TIME_FORMAT),
+            "seconds": round(time.perf_counter() - clock, 3),
+            "device": str(run_on),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- baselines
+
+
+def _read_json(path: str | os.PathLike[str]) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise TsnError(f"cannot read baseline {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise TsnError(f"baseline {path} is not valid JSON ({error}); fix or regenerate it") from None
+
+
+def _mapping_values(data: Mapping[str, Any], source: str) -> dict[str, float]:
+    """``{task: headline}`` in table units; a fraction metric given <= 1 is read as a fraction and scaled."""
+    values: dict[str, float] = {}
+    for key, value in data.items():
+        spec = get_task(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TsnError(f"baseline {source}: the value of {key!r} is {value!r}; give one number per task")
+        values[spec.name] = table_value(spec, value) if abs(value) <= 1 else float(value)
+    return values
+
+
+def _baseline_values(data: Any, source: str) -> dict[str, float]:
+    if isinstance(data, dict) and data.get("format") == RESULT_FORMAT:
+        return table_values(data)
+    if isinstance(data, dict) and isinstance(data.get("rows"), dict) and "single_task" in data["rows"]:
+        return {task: float(value) for task, value in data["rows"]["single_task"]["values"].items()}
+    if isinstance(data, dict) and data:
+        return _mapping_values(data, source)
+    raise TsnError(
+        f"baseline {source} is neither a task -> value mapping, a `tsn evaluate` result nor a `tsn reproduce` table"
+    )
+
+
+def load_baseline(paths: Sequence[str | os.PathLike[str]]) -> dict[str, float]:
+    """Single-task headline values in table units, merged from one or more JSON files (later files win).
+
+    Each file is a mapping ``{task: value}`` (the paper's table units such as ``{"semseg": 64.3, "normals":
+    16.3}``; fractions <= 1 of mIoU / odsF are accepted too), a ``tsn evaluate`` result (e.g. of a single-task
+    model: its headline values) or a ``tsn reproduce`` table (its ``single_task`` row).
+    """
+    values: dict[str, float] = {}
+    for path in paths:
+        values.update(_baseline_values(_read_json(path), str(path)))
+    return values
+
+
+def compare_with_baseline(
+    values: Mapping[str, float], baseline: Mapping[str, float], specs: Sequence[TaskSpec]
+) -> dict[str, Any]:
+    """Per-task drops and their mean (TSN sign, :data:`SIGN_CONVENTION`) of ``values`` against ``baseline``.
+
+    Both in the same units (table units). Only tasks in both count; ``missing`` lists evaluated tasks the baseline
+    lacks. Returns ``values`` (the baseline's), ``drops``, ``average_drop``, ``delta_m``, ``tasks``, ``missing``,
+    ``sign``.
+    """
+    from tsn.metrics.multitask import task_drops
+
+    common = [spec for spec in specs if spec.name in baseline and spec.name in values]
+    if not common:
+        raise TsnError(
+            f"the baseline has none of the evaluated tasks ({', '.join(s.name for s in specs)}); "
+            "give single-task scores of those tasks"
+        )
+    drops = task_drops({s.name: values[s.name] for s in common}, {s.name: baseline[s.name] for s in common}, common)
+    average = float(np.mean(list(drops.values())))
+    return {
+        "values": {spec.name: float(baseline[spec.name]) for spec in common},
+        "drops": drops,
+        "average_drop": average,
+        "delta_m": -average,
+        "tasks": [spec.name for spec in common],
+        "missing": [spec.name for spec in specs if spec.name not in baseline],
+        "sign": SIGN_CONVENTION,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ tables
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One row of a paper-style table: headline values in table units, optional average drop and size."""
+
+    name: str
+    values: Mapping[str, float]
+    average_drop: float | None = None
+    parameters: int | None = None
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[TableRow], specs: Sequence[TaskSpec]) -> str:
+    """The paper's table as markdown: one column per task (arrow = better direction), then the average drop %
+    (and the parameter count when a row has one)."""
+    with_params = any(row.parameters is not None for row in rows)
+    header = ["Model", *(f"{s.name} {s.metric} {'↑' if s.higher_is_better else '↓'}" for s in specs), "Avg. drop % ↓"]
+    header += ["Parameters"] if with_params else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.name, *(_cell(row.values.get(s.name)) for s in specs), _cell(row.average_drop)]
+        if with_params:
+            cells.append("-" if row.parameters is None else f"{row.parameters:,}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_markdown(record: Mapping[str, Any]) -> str:
+    """A ``tsn evaluate`` record as markdown: the table (with the baseline row), image counts and protocols."""
+    specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
+    baseline = record.get("baseline")
+    config = record["checkpoint"]["config"]
+    rows = [TableRow(
+        f"{Path(record['checkpoint']['path']).name} ({config['arch']})", table_values(record),
+        baseline["average_drop"] if baseline else None, record["checkpoint"]["parameters"],
+    )]
+    if baseline:
+        rows.append(TableRow("single-task baseline", baseline["values"]))
+    dataset = record["dataset"]
+    height, width = record["input_size"]
+    lines = [f"## {dataset['name']} {dataset['split']}, input {height} x {width} px", "",
+             markdown_table(rows, specs)]
+    if baseline:
+        drops = ", ".join(f"{task} {drop:+.2f}" for task, drop in baseline["drops"].items())
+        missing = f" (no baseline for {', '.join(baseline['missing'])})" if baseline["missing"] else ""
+        lines += [f"Drop % per task: {drops}{missing}. Sign: {baseline['sign']}.", ""]
+    counts = ", ".join(f"{task} {n}" for task, n in record["n_images"].items())
+    lines += [f"Images scored: {counts}.", ""]
+    for task, protocol in record["protocols"].items():
+        if isinstance(protocol, dict):
+            detail = f", image set: {protocol['image_set']}" if "image_set" in protocol else ""
+            lines.append(f"- {task}: protocol {protocol['protocol']}{detail}")
+    lines += [f"- {record['protocols']['scoring']}", ""]
+    return "\n".join(lines)
+
+
+def write_result(record: Mapping[str, Any], path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write the record as JSON at ``path`` and its markdown beside it (same name, ``.md``), both atomically."""
+    json_path = Path(path)
+    markdown_path = json_path.with_suffix(".md")
+    atomic_write_json(json_path, record)
+    atomic_write_text(markdown_path, evaluation_markdown(record))
+    return json_path, markdown_path
