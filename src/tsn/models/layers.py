@@ -19,6 +19,7 @@ __all__ = [
     "EqualLinear",
     "ConvBlock",
     "AdaINConvBlock",
+    "modulate",
     "channel_pool_matrix",
     "pool_channels",
 ]
@@ -80,11 +81,33 @@ class ConvBlock(nn.Module):
         return F.relu(self.norm(self.conv(x)))
 
 
+def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * scale + shift`` per sample and channel, for ``k`` modulations of every sample of ``x``.
+
+    ``x`` is ``N x C x H x W``; ``scale`` and ``shift`` are ``kN x C``, group-major (row ``g * N + n`` modulates
+    sample ``n``). The result is ``kN x C x H x W`` in the same order, written in one pass without first
+    repeating ``x`` ``k`` times.
+    """
+    n, c = x.shape[:2]
+    groups = scale.shape[0] // n
+    if groups * n != scale.shape[0]:
+        raise ValueError(f"{scale.shape[0]} modulations for {n} samples: need a multiple")
+    if groups == 1:
+        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+    shape = (groups, n, c, 1, 1)
+    return torch.addcmul(shift.view(shape), x.unsqueeze(0), scale.view(shape)).flatten(0, 1)
+
+
 class AdaINConvBlock(nn.Module):
     """conv(k) -> norm (no affine) -> ``x * scale + shift`` -> LeakyReLU(0.01), with (scale, shift) from ``style``.
 
     ``style`` is the task embedding ``w``; an equalized-lr linear layer maps it to ``2 * out_channels`` values whose
     bias starts at 1 for the scale half and 0 for the shift half, so an untrained block is a plain normalisation.
+
+    ``style`` may hold ``k`` embeddings per sample of ``x`` (``kN`` rows, group-major, see :func:`modulate`). The
+    convolution and the normalisation do not depend on the task, so they then run once per sample and only the
+    modulation is repeated: the TSN decodes all its tasks from one pass of its lateral blocks this way.
+    (BatchNorm statistics are unchanged by repeating every sample ``k`` times, so this holds for both norms.)
     """
 
     def __init__(
@@ -112,9 +135,7 @@ class AdaINConvBlock(nn.Module):
         if style is None:
             raise ValueError("AdaINConvBlock needs the task embedding")
         scale, shift = self.modulation(style)
-        x = self.norm(self.conv(x))
-        x = torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(modulate(self.norm(self.conv(x)), scale, shift), self.negative_slope)
 
 
 def channel_pool_matrix(in_channels: int, out_channels: int) -> torch.Tensor:

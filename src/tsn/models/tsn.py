@@ -45,10 +45,15 @@ class TaskSwitchingNet(DensePredictionModel):
     """TSN (Sun et al., ICCV 2021): the network performs one task at a time, selected by a learned task embedding.
 
     ``model(image, "semseg")`` returns that task's raw output; ``model(image, ["semseg", "normals"])`` or
-    ``model(image)`` returns a dict. Several tasks share one encoder pass, and their decoder passes are batched
-    (the task embeddings stacked along the batch axis), which gives the same outputs as separate calls because
-    instance normalisation works per sample.
+    ``model(image)`` returns a dict. Several tasks share one encoder pass and one pass of the lateral blocks'
+    convolutions, and their decoder passes are batched (the task embeddings stacked along the batch axis), which
+    gives the same outputs as separate calls because instance normalisation works per sample.
     """
+
+    decode_pixels: int = 8 * 512 * 512
+    """Most output pixels (samples x height x width) that one batched decoder call of :meth:`predict_tasks`
+    handles; the remaining tasks go to further calls. It bounds the memory of all-task inference on large
+    batches (8 images x 5 tasks at 512 x 512 in one call: over 10 GB in float32) and leaves the outputs unchanged."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -75,15 +80,17 @@ class TaskSwitchingNet(DensePredictionModel):
 
     def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
         features = self.encoder(image)
-        batch, count = image.shape[0], len(names)
-        style = self.embed(names).repeat_interleave(batch, dim=0)  # task-major: sample t*batch + n
-        if count > 1:
-            features = [f.repeat(count, 1, 1, 1) for f in features]
-        raw = self.decode(features, style, image.shape[-2:])
-        return {
-            name: pool_channels(chunk, self.task_specs[name].channels)
-            for name, chunk in zip(names, raw.split(batch, dim=0))
-        }
+        batch, size = image.shape[0], image.shape[-2:]
+        per_call = max(1, self.decode_pixels // (batch * size[0] * size[1]))
+        outputs: dict[str, torch.Tensor] = {}
+        for start in range(0, len(names), per_call):
+            group = names[start : start + per_call]
+            # Task-major (sample t * batch + n); the lateral blocks broadcast it over the unrepeated features.
+            style = self.embed(group).repeat_interleave(batch, dim=0)
+            raw = self.decode(features, style, size)
+            for name, chunk in zip(group, raw.split(batch, dim=0)):
+                outputs[name] = pool_channels(chunk, self.task_specs[name].channels)
+        return outputs
 
     def forward_per_task(self, image: torch.Tensor, task: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The authors' way: the whole network (encoder included) once per task. Kept for parity and benchmarks."""

@@ -1,0 +1,667 @@
+"""``tsn benchmark``: all-task inference and training speed, side by side, in one run.
+
+Inference, for every size and batch (``model`` = the paper's TSN, random weights):
+
+* ``authors``: the authors' way, the whole network once per task, eager float32;
+* ``all_tasks``: :meth:`TaskSwitchingNet.predict_tasks`, eager float32 (encoder once, decoder batched);
+* ``all_tasks_fp32_fast``: the same with the fastest float32 options (channels_last, fused, memory reuse);
+* ``fastest``: :func:`tsn.speed.fastest_options` (adds bfloat16 where the hardware has it);
+* ``onnxruntime``: the ``tsn export`` file on onnxruntime's CPU provider, one task per run (CPU only; first
+  batch size only).
+
+Training: one optimizer step of the paper's recipe (Adam, encoder lr 1e-6, paper losses and weights) on random
+images and labels: ``naive`` is the authors' loop (one task per step, eager float32), ``all_tasks_fast`` the
+all-task schedule (every task of a batch in one step) with the training speed options. Throughput counts
+*task-samples* (an image with one task's label), the unit in which both schedules consume an epoch.
+
+Every configuration runs in a fresh worker process (a fork server), so its peak memory is its own: the growth of
+the resident set (``ru_maxrss``) over the model's baseline on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+FLOPs are counted once per shape with :class:`torch.utils.flop_counter.FlopCounterMode` on the meta device, and
+achieved GFLOP/s are compared with a matmul peak measured on the same machine. Accuracy: every configuration's
+outputs at batch 1 are compared with the authors' way (largest absolute difference and decision agreement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from tsn.utils.io import atomic_write_json
+
+__all__ = [
+    "BenchmarkSettings",
+    "INFERENCE_CONFIGS",
+    "TRAINING_CONFIGS",
+    "run_benchmark",
+    "machine_info",
+    "device_tag",
+    "matmul_peak_gflops",
+    "count_gflop",
+    "format_report",
+    "default_output",
+]
+
+SCHEMA = "tsn-benchmark/1"
+GOALS = {"all_tasks_fp32_vs_authors": 2.0, "fastest_vs_authors": 3.0, "training_vs_naive": 1.5}
+"""Speed-up targets of issue 6, checked at the largest size and batch 1 (inference) and in training."""
+
+INFERENCE_CONFIGS: dict[str, str] = {
+    "authors": "the authors' way: whole network once per task, eager float32",
+    "all_tasks": "all-task path (encoder once, decoder batched over tasks), eager float32",
+    "all_tasks_fp32_fast": "all-task path, fastest float32 options (fastest_options(allow_bf16=False))",
+    "fastest": "all-task path, fastest accurate options (fastest_options(): bfloat16 where native)",
+    "onnxruntime": "the exported ONNX file on onnxruntime (CPU), one task per run",
+}
+TRAINING_CONFIGS: dict[str, str] = {
+    "naive": "authors' loop: one task per step, whole network, eager float32",
+    "all_tasks_fast": "all-task schedule: encoder once per batch, decoder batched, training speed options",
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What to measure. :meth:`quick` is the small variant used by the tests."""
+
+    sizes: tuple[int, ...] = (512,)
+    batches: tuple[int, ...] = (1, 8)
+    device: str = "cpu"
+    preset: str = "tsn_r18_pascal"
+    warmup: int = 1
+    repeats: int = 2
+    train_size: int = 512
+    train_batch: int = 2
+    train_repeats: int = 2
+    threads: int | None = None
+    compile: bool = True
+    onnx: bool = True
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls, **overrides: Any) -> "BenchmarkSettings":
+        """Tiny images, one repeat, no compilation: a smoke run of the whole benchmark in well under a minute."""
+        values: dict[str, Any] = dict(sizes=(64,), batches=(1, 2), repeats=1, train_size=64, train_repeats=1,
+                                      compile=False, quick=True)
+        values.update(overrides)
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------- machine and FLOPs
+def device_tag(device: str) -> str:
+    """``cpu-<cores>core`` or ``cuda-<gpu name>``: the results file's name."""
+    import torch
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device)).lower()
+        return "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU model, cores, threads, library versions, GPU name, and the load average (other work on the machine)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "device": device,
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None,
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+
+def matmul_peak_gflops(dtype_name: str, device: str, n: int | None = None, repeats: int = 5) -> float:
+    """Best GFLOP/s of an ``n x n`` matmul in ``dtype_name`` (``float32`` / ``bfloat16``): the machine's peak."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    n = n or (8192 if device.startswith("cuda") else 2048)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for index in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        if index:  # the first call is the warm-up
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def count_gflop(preset: str, size: int, batch: int, tasks: str, *, backward: bool = False) -> float:
+    """Convolution and matmul GFLOP of one pass of ``preset`` on a ``batch x 3 x size x size`` input.
+
+    ``tasks`` is ``"one"`` (the network once for one task) or ``"all"`` (the all-task path); counted on the meta
+    device, so no arithmetic is done.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tsn.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(preset)
+        image = torch.empty(batch, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        outputs = model(image, None if tasks == "all" else model.tasks[0])
+        if backward:
+            values = outputs.values() if isinstance(outputs, dict) else [outputs]
+            torch.stack([v.float().mean() for v in values]).sum().backward()
+    return counter.get_total_flops() / 1e9
+
+
+# --------------------------------------------------------------------------------------------------- workers
+@dataclass
+class _Job:
+    """One configuration to measure in a worker process."""
+
+    kind: str  # "inference" or "training"
+    config: str
+    size: int
+    batch: int
+    settings: BenchmarkSettings
+    onnx_path: str | None = None
+    save_outputs: str | None = None
+    profile: bool = False
+    channels: dict[str, int] = field(default_factory=dict)
+    """Channels per task (the onnxruntime configuration slices the zero-padded output with them)."""
+
+
+def _current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+class _Memory:
+    """Peak memory of what runs between construction and :meth:`peak_mb`, in MB."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(torch.device(device))
+            self.base = torch.cuda.memory_allocated(torch.device(device)) / 2**20
+        else:
+            self.base = _current_rss_mb()
+        self.device = device
+
+    def peak_mb(self) -> float:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(torch.device(self.device)) / 2**20 if self.cuda else _peak_rss_mb()
+        return round(max(0.0, peak - self.base), 1)
+
+
+def _timings(run: Callable[[], Any], warmup: Callable[[], Any], settings: BenchmarkSettings,
+             repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``run`` after ``settings.warmup`` calls of ``warmup``."""
+    device = settings.device
+    for _ in range(settings.warmup):
+        warmup()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        run()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _top_ops(run: Callable[[], Any], rows: int = 12) -> list[dict[str, Any]]:
+    """The operators with the most self time in one call of ``run`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [
+        {"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+         "percent": round(100 * e.self_cpu_time_total / total, 1), "calls": e.count}
+        for e in events[:rows]
+    ]
+
+
+def _build(settings: BenchmarkSettings) -> Any:
+    import torch
+
+    from tsn.models import create_model
+
+    torch.manual_seed(0)
+    return create_model(settings.preset).to(settings.device)
+
+
+def _image(batch: int, size: int, device: str) -> Any:
+    import torch
+
+    generator = torch.Generator().manual_seed(size)  # the same first image whatever the batch
+    return torch.randn(batch, 3, size, size, generator=generator).to(device)
+
+
+def _inference_options(config: str, settings: BenchmarkSettings) -> Any:
+    from tsn.speed import SpeedOptions, fastest_options
+
+    if config not in ("fastest", "all_tasks_fp32_fast"):
+        return SpeedOptions()
+    options = fastest_options(settings.device, allow_bf16=config == "fastest")
+    return dataclasses.replace(options, compile=options.compile and settings.compile)
+
+
+def _inference_worker(job: _Job) -> dict[str, Any]:
+    import torch
+
+    from tsn.speed import autocast, optimize, prepare
+
+    settings, device = job.settings, job.settings.device
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    model = _build(settings).eval()
+    names = list(model.tasks)
+    image = _image(job.batch, job.size, device)
+    options = _inference_options(job.config, settings)
+    if job.config == "onnxruntime":
+        run, warmup = _onnx_runner(job, image, names)
+    else:
+        optimize(model, options)
+        image = prepare(image, options)
+
+        def call(tasks: list[str]) -> dict[str, Any]:
+            # Through model.__call__, which is what torch.compile compiles.
+            with torch.inference_mode(), autocast(options, device):
+                if job.config == "authors":
+                    return {t: model(image, t) for t in tasks}
+                return model(image, tasks)
+
+        run = functools.partial(call, names)
+        # One task is a complete warm-up of the authors' way (same shapes for every task), at a fifth of the cost.
+        warmup = functools.partial(call, names[:1]) if job.config == "authors" else run
+    memory = _Memory(device)
+    times = _timings(run, warmup, settings, settings.repeats)
+    result: dict[str, Any] = {"times": [round(t, 4) for t in times], "peak_memory_mb": memory.peak_mb(),
+                              "options": "onnxruntime" if job.config == "onnxruntime" else str(options)}
+    if job.save_outputs:
+        outputs = run()
+        torch.save({k: torch.as_tensor(v).float().cpu() for k, v in outputs.items()}, job.save_outputs)
+    if job.profile and job.config != "onnxruntime":
+        result["top_ops"] = _top_ops(run)
+    return result
+
+
+def _onnx_runner(job: _Job, image: Any, names: list[str]) -> tuple[Callable, Callable]:
+    """``(run every task, warm-up)`` on an onnxruntime session of the exported file."""
+    import onnxruntime
+
+    from tsn.export import run_onnx
+
+    options = onnxruntime.SessionOptions()
+    if job.settings.threads:
+        options.intra_op_num_threads = job.settings.threads
+    session = onnxruntime.InferenceSession(job.onnx_path, options, providers=["CPUExecutionProvider"])
+    array = image.cpu().numpy()
+
+    def run() -> dict[str, Any]:
+        return {t: run_onnx(session, array, i)[0][:, : job.channels[t]] for i, t in enumerate(names)}
+
+    return run, functools.partial(run_onnx, session, array, 0)
+
+
+def _random_labels(specs: Mapping[str, Any], batch: int, size: int, device: str) -> dict[str, Any]:
+    """Random labels of the right kind for every task (the transformed-label layout the losses take)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    labels = {}
+    for name, spec in specs.items():
+        if spec.output == "classes":
+            label = torch.randint(0, spec.channels, (batch, 1, size, size), generator=generator).float()
+        elif spec.output == "unit_vector":
+            label = torch.nn.functional.normalize(torch.randn(batch, 3, size, size, generator=generator), dim=1)
+        elif spec.output == "binary":
+            label = (torch.rand(batch, 1, size, size, generator=generator) > 0.8).float()
+        else:
+            label = 0.5 + 4 * torch.rand(batch, 1, size, size, generator=generator)
+        labels[name] = label.to(device)
+    return labels
+
+
+def _training_worker(job: _Job) -> dict[str, Any]:
+    import torch
+
+    from tsn.losses import loss_weights, multitask_loss
+    from tsn.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
+
+    settings, device = job.settings, job.settings.device
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    model = _build(settings).train()
+    if job.config == "naive":
+        options = SpeedOptions()
+    else:  # compilation of the backward pass costs minutes on a CPU: only where it is asked for and pays (CUDA)
+        fastest = fastest_options(device)
+        compile_ = fastest.compile and settings.compile and device.startswith("cuda")
+        options = dataclasses.replace(fastest, compile=compile_)
+    optimize(model, options, inference=False)
+    encoder = list(model.encoder.parameters())
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    optimizer = torch.optim.Adam([{"params": encoder, "lr": 1e-6}, {"params": rest, "lr": 1e-4}])
+    image = prepare(_image(job.batch, job.size, device), options)
+    specs = model.task_specs
+    labels = _random_labels(specs, job.batch, job.size, device)
+    weights = loss_weights(specs)
+    names = list(specs)
+
+    def step(tasks: list[str]) -> None:
+        with autocast(options, device):
+            outputs = model(image, tasks)
+            loss, _ = multitask_loss(outputs, labels, specs, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    if job.config == "naive":  # one step per task in turn, as the authors' loop
+        steps = len(names)
+        run, warmup = (lambda: [step([t]) for t in names]), functools.partial(step, names[:1])
+    else:
+        steps = 1
+        run = warmup = functools.partial(step, names)
+    memory = _Memory(device)
+    times = _timings(run, warmup, settings, settings.train_repeats)
+    task_samples = job.batch * len(names)  # per call of run: every task once, for each image of the batch
+    return {
+        "times": [round(t, 4) for t in times],
+        "options": str(options),
+        "steps_per_call": steps,
+        "task_samples_per_s": round(task_samples / statistics.median(times), 3),
+        "images_per_s": round(job.batch * steps / statistics.median(times), 3),
+        "peak_memory_mb": memory.peak_mb(),
+    }
+
+
+def _worker(job: _Job) -> dict[str, Any]:
+    """Entry point of a worker process: one configuration, any failure returned as an ``error`` string."""
+    try:
+        return (_inference_worker if job.kind == "inference" else _training_worker)(job)
+    except Exception as error:  # a configuration the machine cannot run (no compiler, no memory...) is reported
+        return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"}
+
+
+# --------------------------------------------------------------------------------------------------- accuracy
+def _accuracy(reference: Mapping[str, Any], outputs: Mapping[str, Any], specs: Mapping[str, Any]) -> dict:
+    """Per task: largest absolute difference, and the fraction of pixels whose decision is unchanged
+    (class argmax, binary threshold) or the mean and largest angle between normal vectors, in degrees."""
+    import torch
+
+    report = {}
+    for name, ref in reference.items():
+        out, spec = outputs[name], specs[name]
+        entry: dict[str, float] = {"max_abs": float((out - ref).abs().max()), "ref_max_abs": float(ref.abs().max())}
+        if spec.output in ("classes", "binary"):
+            decision = spec.postprocess if spec.output == "classes" else (lambda r: r > 0)
+            entry["agreement"] = float((decision(out) == decision(ref)).float().mean())
+        elif spec.output == "unit_vector":
+            cosine = (spec.postprocess(out) * spec.postprocess(ref)).sum(dim=1).clamp(-1, 1)
+            angle = torch.rad2deg(torch.arccos(cosine))
+            entry["mean_angle_deg"], entry["max_angle_deg"] = float(angle.mean()), float(angle.max())
+        report[name] = {k: float(f"{v:.3g}") for k, v in entry.items()}
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- driver
+def _pool(settings: BenchmarkSettings) -> Any:
+    """A process pool that starts every worker clean; the fork server imports torch and tsn only once."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "timm", "tsn.benchmark", "tsn.models", "tsn.speed", "tsn.losses"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return context.Pool(processes=1, maxtasksperchild=1)
+
+
+def _inference_jobs(settings: BenchmarkSettings, tmp: Path, onnx_path: str | None,
+                    channels: dict[str, int]) -> Iterable[_Job]:
+    for size in settings.sizes:
+        for batch in settings.batches:
+            first = batch == settings.batches[0]
+            # onnxruntime runs one task per call, so its cost per image does not depend on the batch: measured at
+            # the first batch size only, which keeps the whole CPU benchmark under ten minutes.
+            configs = [c for c in INFERENCE_CONFIGS if c != "onnxruntime" or (onnx_path and first)]
+            for config in configs:
+                yield _Job(
+                    "inference", config, size, batch, settings, onnx_path=onnx_path,
+                    save_outputs=str(tmp / f"{config}-{size}.pt") if first else None,
+                    profile=first and size == max(settings.sizes), channels=channels,
+                )
+
+
+def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure everything :mod:`tsn.benchmark` describes, print the table, write the JSON; returns the results."""
+    import torch
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    model = _build(settings)  # the workers' weights
+    specs, names = model.task_specs, list(model.tasks)
+    info = machine_info(settings.device)
+    log(f"tsn benchmark on {info['cpu']} ({info['cores']} cores, {info['threads']} threads, torch {info['torch']})"
+        + (f", {info['gpu']}" if info["gpu"] else "") + f"; load average {info.get('load_average_at_start')}")
+    peaks = {d: round(matmul_peak_gflops(d, settings.device), 1) for d in ("float32", "bfloat16")}
+    log(f"matmul peak: {peaks['float32']} GFLOP/s float32, {peaks['bfloat16']} GFLOP/s bfloat16")
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {**asdict(settings), "sizes": list(settings.sizes), "batches": list(settings.batches)},
+        "machine": info,
+        "model": {"preset": settings.preset, "tasks": names, "parameters": model.num_parameters()},
+        "matmul_peak_gflops": peaks,
+        "inference": [],
+        "training": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="tsn-bench-") as tmp_dir, _pool(settings) as pool:
+        tmp = Path(tmp_dir)
+        onnx_path = _export_for_onnxruntime(model, settings, tmp, log)
+        jobs = list(_inference_jobs(settings, tmp, onnx_path, {n: s.channels for n, s in specs.items()}))
+        for job in jobs:
+            results["inference"].append(_measure_inference(pool, job, peaks, log))
+        _add_accuracy(results["inference"], tmp, specs, settings.batches[0])
+        for config in TRAINING_CONFIGS:
+            job = _Job("training", config, settings.train_size, settings.train_batch, settings)
+            results["training"].append(_measure_training(pool, job, peaks, log))
+    _add_ratios(results)
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    log(format_report(results))
+    if output is not None:
+        atomic_write_json(output, results)
+        log(f"wrote {output}")
+    return results
+
+
+def _export_for_onnxruntime(model: Any, settings: BenchmarkSettings, tmp: Path,
+                            log: Callable[[str], None]) -> str | None:
+    """The workers' model exported for the ``onnxruntime`` configuration; None where it is not measured."""
+    if not settings.onnx or settings.device.startswith("cuda"):
+        return None
+    from tsn.export import export_onnx
+
+    try:
+        return str(export_onnx(model, tmp / "model.onnx", verify_size=None).path)
+    except Exception as error:  # onnxscript missing or an exporter failure: benchmark the rest
+        log(f"onnxruntime skipped: {str(error).strip().splitlines()[0]}")
+        return None
+
+
+def _measure_inference(pool: Any, job: _Job, peaks: dict[str, float], log: Callable) -> dict[str, Any]:
+    result = pool.apply(_worker, (job,))
+    entry = {"config": job.config, "size": job.size, "batch": job.batch, **result}
+    if "error" not in result:
+        seconds = statistics.median(result["times"])
+        gflop = count_gflop(job.settings.preset, job.size, job.batch, "all" if _all_tasks(job.config) else "one")
+        gflop *= 1 if _all_tasks(job.config) else len(job.channels)
+        peak = peaks["bfloat16" if "bf16" in result["options"] else "float32"]
+        entry.update(seconds=round(seconds, 4), images_per_s=round(job.batch / seconds, 3), gflop=round(gflop, 1),
+                     gflops=round(gflop / seconds, 1), peak_fraction=round(gflop / seconds / peak, 3))
+        log(f"  {job.config:<20} {job.size}px batch {job.batch}: {seconds:8.3f} s  "
+            f"{entry['gflops']:7.1f} GFLOP/s  peak mem {result['peak_memory_mb']:8.1f} MB")
+    else:
+        log(f"  {job.config:<20} {job.size}px batch {job.batch}: failed ({result['error']})")
+    return entry
+
+
+def _all_tasks(config: str) -> bool:
+    return config not in ("authors", "onnxruntime")
+
+
+def _measure_training(pool: Any, job: _Job, peaks: dict[str, float], log: Callable) -> dict[str, Any]:
+    result = pool.apply(_worker, (job,))
+    entry = {"config": job.config, "size": job.size, "batch": job.batch, **result}
+    if "error" not in result:
+        seconds = statistics.median(result["times"])
+        one_step = count_gflop(job.settings.preset, job.size, job.batch,
+                               "one" if job.config == "naive" else "all", backward=True)
+        gflop = one_step * result["steps_per_call"]
+        peak = peaks["bfloat16" if "bf16" in result["options"] else "float32"]
+        entry.update(gflop=round(gflop, 1), gflops=round(gflop / seconds, 1),
+                     peak_fraction=round(gflop / seconds / peak, 3))
+        log(f"  train {job.config:<14} {job.size}px batch {job.batch}: {result['task_samples_per_s']:.3f} "
+            f"task-samples/s  peak mem {result['peak_memory_mb']:8.1f} MB")
+    else:
+        log(f"  train {job.config:<14}: failed ({result['error']})")
+    return entry
+
+
+def _add_accuracy(entries: list[dict[str, Any]], tmp: Path, specs: Mapping[str, Any], batch: int) -> None:
+    """Compare every configuration's outputs saved at the first batch size with the authors' way."""
+    import torch
+
+    for entry in entries:
+        mine = tmp / f"{entry['config']}-{entry['size']}.pt"
+        reference = tmp / f"authors-{entry['size']}.pt"
+        if entry["config"] == "authors" or entry["batch"] != batch or not (mine.exists() and reference.exists()):
+            continue
+        entry["accuracy_vs_authors"] = _accuracy(
+            torch.load(reference, weights_only=True), torch.load(mine, weights_only=True), specs
+        )
+
+
+def _add_ratios(results: dict[str, Any]) -> None:
+    """Speed-ups over the authors' way / the naive loop, and the goals of issue 6."""
+    inference = [e for e in results["inference"] if "seconds" in e]
+    base = {(e["size"], e["batch"]): e["seconds"] for e in inference if e["config"] == "authors"}
+    for entry in inference:
+        key = (entry["size"], entry["batch"])
+        if key in base:
+            entry["speedup_vs_authors"] = round(base[key] / entry["seconds"], 2)
+    training = {e["config"]: e for e in results["training"] if "task_samples_per_s" in e}
+    if "naive" in training:
+        for entry in training.values():
+            entry["speedup_vs_naive"] = round(entry["task_samples_per_s"] / training["naive"]["task_samples_per_s"], 2)
+    size = max(results["settings"]["sizes"])
+    batch = min(results["settings"]["batches"])
+
+    def speedup(config: str) -> float | None:
+        found = [e.get("speedup_vs_authors") for e in inference
+                 if e["config"] == config and e["size"] == size and e["batch"] == batch]
+        return found[0] if found else None
+
+    fp32 = [s for s in (speedup("all_tasks"), speedup("all_tasks_fp32_fast")) if s is not None]
+    measured = {
+        "all_tasks_fp32_vs_authors": max(fp32) if fp32 else None,
+        "fastest_vs_authors": speedup("fastest"),
+        "training_vs_naive": training.get("all_tasks_fast", {}).get("speedup_vs_naive"),
+    }
+    results["goals"] = {
+        name: {"target": target, "measured": measured[name],
+               "met": measured[name] is not None and measured[name] >= target}
+        for name, target in GOALS.items()
+    }
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    """The human-readable table printed at the end of a run."""
+    lines = ["", f"{'inference':<22}{'size':>6}{'batch':>6}{'seconds':>10}{'img/s':>9}{'GFLOP/s':>9}"
+             f"{'% peak':>8}{'mem MB':>9}{'x authors':>10}"]
+    for e in results["inference"]:
+        if "seconds" not in e:
+            lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
+            continue
+        lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['seconds']:>10.3f}{e['images_per_s']:>9.2f}"
+                     f"{e['gflops']:>9.1f}{100 * e['peak_fraction']:>8.1f}{e['peak_memory_mb']:>9.0f}"
+                     f"{e.get('speedup_vs_authors', float('nan')):>10.2f}")
+    lines += ["", f"{'training':<22}{'size':>6}{'batch':>6}{'task-samples/s':>16}{'GFLOP/s':>9}{'mem MB':>9}"
+              f"{'x naive':>9}"]
+    for e in results["training"]:
+        if "task_samples_per_s" not in e:
+            lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
+            continue
+        lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['task_samples_per_s']:>16.3f}"
+                     f"{e['gflops']:>9.1f}{e['peak_memory_mb']:>9.0f}{e.get('speedup_vs_naive', float('nan')):>9.2f}")
+    lines.append("")
+    for name, goal in results.get("goals", {}).items():
+        verdict = "met" if goal["met"] else "MISSED"
+        lines.append(f"goal {name}: >= {goal['target']}x, measured {goal['measured']}x ({verdict})")
+    return "\n".join(lines)
+
+
+def default_output(device: str, quick: bool) -> Path:
+    """``benchmarks/results/<device tag>[-quick].json`` under the current folder."""
+    return Path("benchmarks") / "results" / f"{device_tag(device)}{'-quick' if quick else ''}.json"
+

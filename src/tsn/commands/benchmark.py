@@ -1,0 +1,59 @@
+"""``tsn benchmark``: all-task inference and training speed, side by side (see :mod:`tsn.benchmark`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tsn.errors import TsnError
+
+HELP = "measure all-task inference and training speed (authors' way vs all-task path vs fastest options)"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny images (64 px), batches 1 and 2, one repeat, no compilation: a smoke run")
+    parser.add_argument("--sizes", type=_ints, help="image sides, comma-separated (default 512)")
+    parser.add_argument("--batches", type=_ints, help="inference batch sizes (default 1,8)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per configuration (median reported; default 2)")
+    parser.add_argument("--train-size", type=int, help="training image side (default 512)")
+    parser.add_argument("--train-batch", type=int, help="training batch size (default 2)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast configurations")
+    parser.add_argument("--no-onnx", action="store_true", help="leave onnxruntime out")
+    parser.add_argument("-o", "--output", help="results JSON (default benchmarks/results/<device>.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tsn.benchmark import BenchmarkSettings, default_output, run_benchmark
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TsnError(f"--device {args.device}: no CUDA GPU is visible to torch; use --device cpu")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise TsnError(f"unknown device {args.device!r}; use cpu or cuda[:N]")
+    overrides = {
+        "sizes": args.sizes, "batches": args.batches, "device": args.device, "repeats": args.repeats,
+        "train_size": args.train_size, "train_batch": args.train_batch, "threads": args.threads,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.no_compile:
+        overrides["compile"] = False
+    if args.no_onnx:
+        overrides["onnx"] = False
+    settings = BenchmarkSettings.quick_settings(**overrides) if args.quick else BenchmarkSettings(**overrides)
+    output = args.output or default_output(settings.device, settings.quick)
+    results = run_benchmark(settings, output)
+    failed = [e["config"] for e in results["inference"] + results["training"] if "error" in e]
+    return 1 if failed else 0

@@ -1,0 +1,110 @@
+"""A fused AdaIN block: instance norm, task modulation and LeakyReLU as one affine map and one activation.
+
+The reference block (:class:`~tsn.models.layers.AdaINConvBlock`) runs ``conv -> instance_norm -> x * scale +
+shift -> leaky_relu``: three full passes over the biggest tensors of the network, each writing a new tensor.
+Instance normalisation and the AdaIN modulation are both affine per (sample, channel), so they fold into one:
+
+    y = (x - mean) * rstd * scale + shift = x * a + b,   a = scale * rstd,   b = shift - mean * a
+
+computed from one statistics pass and one pointwise pass; LeakyReLU then runs in place. Without autograd, the
+pointwise pass also writes in place, so the block allocates no new full-size tensor. The
+convolution's bias is dropped: instance norm subtracts every channel's mean, which removes it exactly, and a
+smaller mean makes ``x * a + b`` cancel less (this matters in bfloat16). The code is plain tensor maths, so
+``torch.compile`` fuses it into a reduction kernel and one pointwise kernel (C++ on CPU, Triton on CUDA).
+
+Measured effect (float32, tests/perf): at most 1e-5 from the reference block on unit-scale activations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsn.models.layers import AdaINConvBlock, modulate
+
+__all__ = ["adain_leaky_relu", "FusedAdaINConvBlock", "fuse_adain_blocks", "unfuse_adain_blocks"]
+
+
+def adain_leaky_relu(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    eps: float = 1e-5,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """``leaky_relu(instance_norm(x) * scale + shift)`` with the norm folded into the modulation.
+
+    ``x`` is ``N x C x H x W`` (any memory format); ``scale`` and ``shift`` are ``kN x C`` (``k`` modulations per
+    sample, group-major, as :func:`~tsn.models.layers.modulate`). Returns ``kN x C x H x W``. When autograd does
+    not record and ``k == 1`` (inference), ``x`` is overwritten with the result.
+    """
+    n = x.shape[0]
+    groups = scale.shape[0] // n
+    eager_inference = not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and x.requires_grad)
+    mean, var = _statistics(x, fast=eager_inference)
+    # a and b are tiny (kN x C): computed in at least float32, rounded to x's dtype only for the pointwise pass.
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    a = scale.to(dtype) * torch.rsqrt(var.to(dtype) + eps).repeat(groups, 1)
+    b = shift.to(dtype) - mean.to(dtype).repeat(groups, 1) * a
+    a, b = a.to(x.dtype), b.to(x.dtype)
+    if eager_inference and groups == 1:
+        return F.leaky_relu_(torch.addcmul(b[:, :, None, None], x, a[:, :, None, None], out=x), negative_slope)
+    return F.leaky_relu(modulate(x, a, b), negative_slope)
+
+
+def _statistics(x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) mean and biased variance of ``x`` over its spatial axes, each ``N x C``.
+
+    ``torch.var_mean`` is differentiable and what ``torch.compile`` fuses; in eager inference (``fast``) the batch
+    norm statistics kernel is used instead: it is vectorised for both memory formats and 2-5x faster on CPU.
+    It sees ``N x C`` channels of one sample when ``x`` is contiguous, else (channels_last) one sample at a time.
+    """
+    n, c, h, w = x.shape
+    if not fast:
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
+        return mean, var
+    if x.is_contiguous():
+        mean, var = torch.batch_norm_update_stats(x.view(1, n * c, h, w), None, None, 0.0)
+        return mean.view(n, c), var.view(n, c)
+    stats = [torch.batch_norm_update_stats(x[i : i + 1], None, None, 0.0) for i in range(n)]
+    return torch.stack([m for m, _ in stats]), torch.stack([v for _, v in stats])
+
+
+class FusedAdaINConvBlock(AdaINConvBlock):
+    """An :class:`AdaINConvBlock` (instance norm) computed by :func:`adain_leaky_relu`: same parameters, same keys.
+
+    Made from an existing block by :func:`fuse_adain_blocks`, which swaps the block's class as
+    ``torch.nn.utils.parametrize`` does, so the module keeps its parameters, hooks and place in the model.
+    """
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if style is None:
+            raise ValueError("FusedAdaINConvBlock needs the task embedding")
+        scale, shift = self.modulation(style)
+        x = F.conv2d(x, self.conv.weight, None, self.conv.stride, self.conv.padding)  # bias: removed by the norm
+        return adain_leaky_relu(x, scale, shift, self.norm.eps, self.negative_slope)
+
+
+def _fusable(module: nn.Module) -> bool:
+    # Batch norm in training mode mixes samples and updates running statistics: only instance norm folds.
+    return type(module) is AdaINConvBlock and isinstance(module.norm, nn.InstanceNorm2d)
+
+
+def fuse_adain_blocks(model: nn.Module) -> int:
+    """Swap every instance-norm :class:`AdaINConvBlock` of ``model`` for the fused one, in place; returns the count.
+
+    The state dict (keys and values) is unchanged, so checkpoints load either way.
+    """
+    blocks = [m for m in model.modules() if _fusable(m)]
+    for block in blocks:
+        block.__class__ = FusedAdaINConvBlock
+    return len(blocks)
+
+
+def unfuse_adain_blocks(model: nn.Module) -> int:
+    """Undo :func:`fuse_adain_blocks`; returns the number of blocks restored."""
+    blocks = [m for m in model.modules() if type(m) is FusedAdaINConvBlock]
+    for block in blocks:
+        block.__class__ = AdaINConvBlock
+    return len(blocks)

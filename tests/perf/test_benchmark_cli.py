@@ -1,0 +1,55 @@
+"""``tsn benchmark --quick`` end to end, its JSON, and the FLOP counts it relies on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tsn.benchmark import INFERENCE_CONFIGS, TRAINING_CONFIGS, count_gflop
+from tsn.cli import main
+
+
+def test_flop_count_of_the_paper_model_matches_the_reference() -> None:
+    """151.2 GFLOP per forward at 512 x 512 (reference-model.md); all tasks share one encoder pass (18.9)."""
+    one = count_gflop("tsn_r18_pascal", 512, 1, "one")
+    assert round(one, 1) == 151.2
+    assert count_gflop("tsn_r18_pascal", 512, 2, "one") == pytest.approx(2 * one)
+    assert count_gflop("tsn_r18_pascal", 512, 1, "all") < 5 * one - 4 * 18.9
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_figure(tmp_path, capsys) -> None:
+    output = tmp_path / "bench.json"
+    assert main(["benchmark", "--quick", "--threads", "1", "-o", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "x authors" in printed and "goal fastest_vs_authors" in printed
+    results = json.loads(output.read_text())
+    assert results["schema"] == "tsn-benchmark/1"
+    assert {"cpu", "cores", "threads", "torch", "onnxruntime"} <= set(results["machine"])
+    assert results["matmul_peak_gflops"]["float32"] > 0 and results["matmul_peak_gflops"]["bfloat16"] > 0
+    inference = {(e["config"], e["batch"]): e for e in results["inference"]}
+    assert set(inference) == {(c, b) for c in INFERENCE_CONFIGS for b in (1, 2)} - {("onnxruntime", 2)}
+    for entry in inference.values():
+        assert entry["size"] == 64 and "error" not in entry
+        assert entry["seconds"] > 0 and entry["gflops"] > 0 and entry["peak_memory_mb"] >= 0
+        assert entry["speedup_vs_authors"] > 0
+    assert inference[("authors", 1)]["gflop"] == pytest.approx(5 * count_gflop("tsn_r18_pascal", 64, 1, "one"), 0.01)
+    assert inference[("authors", 1)]["top_ops"][0]["op"].startswith("aten::")
+    tasks = results["model"]["tasks"]
+    for config in ("all_tasks", "all_tasks_fp32_fast", "onnxruntime"):  # float32: the authors' outputs
+        accuracy = inference[(config, 1)]["accuracy_vs_authors"]
+        assert set(accuracy) == set(tasks) and max(a["max_abs"] for a in accuracy.values()) <= 1e-4, config
+    assert min(a.get("agreement", 1) for a in inference[("fastest", 1)]["accuracy_vs_authors"].values()) >= 0.95
+    training = {e["config"]: e for e in results["training"]}
+    assert set(training) == set(TRAINING_CONFIGS)
+    assert training["naive"]["images_per_s"] == pytest.approx(training["naive"]["task_samples_per_s"], 0.01)
+    assert training["all_tasks_fast"]["task_samples_per_s"] > 0 and training["all_tasks_fast"]["speedup_vs_naive"] > 0
+    assert set(results["goals"]) == {"all_tasks_fp32_vs_authors", "fastest_vs_authors", "training_vs_naive"}
+
+
+def test_bad_options_are_one_line_errors(capsys) -> None:
+    assert main(["benchmark", "--device", "tpu"]) == 2
+    assert capsys.readouterr().err.strip() == "tsn benchmark: error: unknown device 'tpu'; use cpu or cuda[:N]"
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--batches", "0"])

@@ -1,0 +1,137 @@
+"""The fused AdaIN block and the shared-lateral decode compute the reference block's function."""
+
+from __future__ import annotations
+
+import math
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+
+from tsn.models import create_model, model_config, build_model
+from tsn.models.fused import FusedAdaINConvBlock, adain_leaky_relu, fuse_adain_blocks, unfuse_adain_blocks
+from tsn.models.layers import AdaINConvBlock, modulate
+
+
+def test_adain_leaky_relu_golden_values() -> None:
+    """One channel with values 1, 3, 5, 7: mean 4, biased variance 5; scale 2, shift -1, slope 0.1."""
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]]]])
+    out = adain_leaky_relu(x.clone(), torch.tensor([[2.0]]), torch.tensor([[-1.0]]), eps=0.0, negative_slope=0.1)
+    z = [(v - 4.0) / math.sqrt(5.0) * 2.0 - 1.0 for v in (1.0, 3.0, 5.0, 7.0)]
+    expected = torch.tensor([v if v > 0 else 0.1 * v for v in z]).view(1, 1, 2, 2)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_adain_leaky_relu_works_in_place_only_without_autograd() -> None:
+    x = torch.randn(2, 3, 5, 5)
+    scale, shift = torch.randn(2, 3), torch.randn(2, 3)
+    with torch.inference_mode():
+        inference = x.clone()
+        out = adain_leaky_relu(inference, scale, shift)
+    assert out.data_ptr() == inference.data_ptr()  # no new full-size tensor
+    leaf = x.clone().requires_grad_()
+    trained = adain_leaky_relu(leaf, scale, shift)
+    assert trained.data_ptr() != leaf.data_ptr()
+    torch.testing.assert_close(trained.detach(), out)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_fused_block_matches_reference_block(channels_last: bool, groups: int) -> None:
+    torch.manual_seed(0)
+    block = AdaINConvBlock(3, 8, 16, latent_dim=10)
+    x, style = torch.randn(2, 8, 12, 10), torch.randn(2 * groups, 10)
+    if channels_last:
+        block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        reference = block(x, style)
+        assert fuse_adain_blocks(block) == 1 and isinstance(block, FusedAdaINConvBlock)
+        fused = block(x, style)
+    assert fused.shape == (2 * groups, 16, 12, 10)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_block_gradients_match_reference_in_float64() -> None:
+    torch.manual_seed(0)
+    block = AdaINConvBlock(3, 4, 6, latent_dim=5).double()
+    x, style = torch.randn(2, 4, 7, 9, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    grads = []
+    for fuse in (False, True):
+        (fuse_adain_blocks if fuse else unfuse_adain_blocks)(block)
+        block.zero_grad()
+        x_ = x.clone().requires_grad_()
+        (block(x_, style) ** 2).sum().backward()
+        grads.append([x_.grad] + [p.grad for p in block.parameters() if p.grad is not None])
+    # The conv bias gets no gradient through instance norm: zero in the reference, absent in the fused block.
+    assert block.conv.bias.grad is None
+    reference, fused = grads
+    torch.testing.assert_close(fused[0], reference[0], atol=1e-10, rtol=1e-8)
+    nonzero_reference = [g for g in reference[1:] if g.abs().max() > 1e-12]
+    for got, want in zip(fused[1:], nonzero_reference):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 6), h=st.integers(2, 9), w=st.integers(2, 9), groups=st.integers(1, 3),
+       offset=st.floats(-20, 20), spread=st.floats(0.1, 10))
+def test_fused_equals_reference_maths_for_any_shape(n, c, h, w, groups, offset, spread) -> None:
+    torch.manual_seed(n * 100 + c * 10 + h)
+    x = offset + spread * torch.randn(n, c, h, w, dtype=torch.float64)
+    scale, shift = torch.randn(groups * n, c, dtype=torch.float64), torch.randn(groups * n, c, dtype=torch.float64)
+    reference = torch.nn.functional.leaky_relu(modulate(torch.nn.functional.instance_norm(x), scale, shift), 0.01)
+    with torch.no_grad():
+        fused = adain_leaky_relu(x.clone(), scale, shift)
+    torch.testing.assert_close(fused, reference, atol=1e-9, rtol=1e-9)
+
+
+def test_shared_lateral_equals_repeated_features() -> None:
+    """k modulations of one normalised map == the block run on k copies of the input."""
+    torch.manual_seed(0)
+    block = AdaINConvBlock(1, 6, 6, latent_dim=4)
+    x, style = torch.randn(2, 6, 8, 8), torch.randn(6, 4)
+    with torch.no_grad():
+        shared = block(x, style)
+        repeated = block(x.repeat(3, 1, 1, 1), style)
+    torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="need a multiple"):
+        block(x, torch.randn(3, 4))
+
+
+def test_fusing_keeps_the_state_dict_and_skips_batch_norm_blocks() -> None:
+    model = create_model("tsn_r18_synthetic")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count = fuse_adain_blocks(model)
+    assert count == 5 + 4 + 1  # laterals, fusion blocks, final block
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert unfuse_adain_blocks(model) == count
+    batch_norm = build_model(model_config("tsn_r18_synthetic", norm="batch"))
+    assert fuse_adain_blocks(batch_norm) == 0
+
+
+def test_fast_model_matches_the_authors_way_on_every_task() -> None:
+    """channels_last + fused blocks on the all-task path vs the whole network once per task (float32)."""
+    torch.manual_seed(0)
+    model = create_model("tsn_r18_pascal").eval()
+    image = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        per_task = model.forward_per_task(image)
+        fuse_adain_blocks(model.to(memory_format=torch.channels_last))
+        fast = model(image.contiguous(memory_format=torch.channels_last))
+    for task, reference in per_task.items():
+        torch.testing.assert_close(fast[task], reference, atol=1e-4, rtol=1e-4, msg=task)
+
+
+def test_decoding_in_several_calls_changes_nothing() -> None:
+    """The memory bound of predict_tasks (decode_pixels) splits the tasks over calls without changing outputs."""
+    torch.manual_seed(0)
+    model = create_model("tsn_r18_pascal").eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        together = model(image)
+        model.decode_pixels = 2 * 64 * 64  # two tasks per call: calls of 2, 2 and 1 task
+        apart = model(image)
+    assert list(apart) == list(together)
+    for task in together:
+        torch.testing.assert_close(apart[task], together[task], atol=1e-5, rtol=1e-5)

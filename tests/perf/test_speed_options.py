@@ -1,0 +1,65 @@
+"""Speed options: parsing, application without touching the weights, and the bfloat16 tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tsn.errors import TsnError
+from tsn.models import create_model
+from tsn.models.fused import FusedAdaINConvBlock
+from tsn.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
+
+BF16_MAX_ABS_FRACTION = 0.05
+"""Documented bfloat16 tolerance: largest output difference <= 5% of the largest output magnitude..."""
+BF16_MIN_AGREEMENT = 0.97
+"""...and >= 97% of class / binary decisions unchanged (random weights: small logit margins)."""
+
+
+def test_options_parse_and_print() -> None:
+    options = SpeedOptions.parse("channels-last, fused,bf16")
+    assert options == SpeedOptions(channels_last=True, fused=True, bf16=True)
+    assert str(options) == "channels_last,fused,bf16"
+    assert SpeedOptions.parse("none") == SpeedOptions() and str(SpeedOptions()) == "none"
+    with pytest.raises(TsnError, match="unknown speed option 'turbo'"):
+        SpeedOptions.parse("fused,turbo")
+
+
+def test_fastest_cpu_options_use_bf16_only_where_native_and_compile_only_with_it() -> None:
+    options = fastest_options("cpu")
+    assert options.channels_last and options.fused and options.reuse_memory
+    assert options.bf16 == options.compile == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    float32 = fastest_options("cpu", allow_bf16=False)
+    assert not float32.bf16 and not float32.compile and float32.fused
+
+
+def test_optimize_keeps_the_state_dict_and_compiles_lazily() -> None:
+    model = create_model("tsn_r18_pascal")
+    before = model.state_dict()
+    optimize(model, SpeedOptions(channels_last=True, fused=True, compile=True))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(model.decoder.final, FusedAdaINConvBlock)
+    assert model._compiled_call_impl is not None  # compiled on first call; not run here (slow on CPU)
+
+
+def test_bf16_path_stays_within_the_documented_tolerance() -> None:
+    torch.manual_seed(0)
+    model = create_model("tsn_r18_pascal").eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        reference = model(image)
+    options = SpeedOptions(channels_last=True, fused=True, bf16=True)
+    optimize(model, options)
+    with torch.inference_mode(), autocast(options, "cpu"):
+        fast = model(prepare(image, options))
+    for task, ref in reference.items():
+        out, spec = fast[task].float(), model.task_specs[task]
+        assert out.dtype == torch.float32 and out.shape == ref.shape
+        assert (out - ref).abs().max() <= BF16_MAX_ABS_FRACTION * ref.abs().max(), task
+        if spec.output == "classes":
+            assert (out.argmax(1) == ref.argmax(1)).float().mean() >= BF16_MIN_AGREEMENT, task
+        elif spec.output == "binary":
+            assert ((out > 0) == (ref > 0)).float().mean() >= BF16_MIN_AGREEMENT, task
