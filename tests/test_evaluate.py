@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -54,11 +53,10 @@ def _authors_tsn_checkpoint(tmp_path: Path) -> Path:
     """The authors' ``tsns_model.pth`` layout with the parity fixture's random weights, converted."""
     from tsn.convert import convert_official_checkpoint
 
-    spec = importlib.util.spec_from_file_location("_parity", Path(__file__).parent / "models" / "test_parity.py")
-    parity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(parity)
+    from tsns_reference import reference_weights
+
     official = tmp_path / "tsns_model.pth"
-    torch.save({"model_state": parity.reference_weights("keys_tsn.json")}, official)
+    torch.save({"model_state": reference_weights("keys_tsn.json")}, official)
     return convert_official_checkpoint(official, tmp_path / "tsn.pt")
 
 

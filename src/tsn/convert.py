@@ -62,7 +62,7 @@ def _rename(key: str) -> str:
 def _backbone(state: Mapping[str, torch.Tensor]) -> str:
     """The timm name of the authors' torchvision ResNet, from the number of residual blocks per stage."""
     if any(k.endswith("conv3.weight") for k in state):
-        raise TsnError("this checkpoint uses a bottleneck ResNet; only the published ResNet-18/34 layouts are supported")
+        raise TsnError("this checkpoint uses a bottleneck ResNet; only the published ResNet-18/34 layouts load")
     # Stage 1 is Sequential(maxpool, layer1), so its blocks sit under "layer1.1.<i>".
     patterns = [r"^layer1\.1\.(\d+)\."] + [rf"^layer{s}\.(\d+)\." for s in (2, 3, 4)]
     blocks = tuple(len({m[1] for k in state if (m := re.match(p, k))}) for p in patterns)

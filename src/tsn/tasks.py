@@ -74,6 +74,8 @@ class TaskSpec:
     metric: str
     """Headline metric key in the task's metric result (e.g. ``mIoU``, ``odsF``, ``mErr``)."""
     higher_is_better: bool
+    table_scale: float
+    """Factor from the metric's stored value to the paper's table units (100 for fractions such as mIoU, odsF)."""
     label_interpolation: Interpolation
     """Interpolation used when a label is resized (ASTMT config)."""
     prediction_interpolation: Interpolation
@@ -171,36 +173,36 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec(
             name="semseg", title="Semantic segmentation", channels=21, output="classes",
-            loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True,
+            loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="nearest",
             class_names=_VOC_CLASSES, aliases=("seg", "segmentation", "semantic"),
         ),
         TaskSpec(
             name="human_parts", title="Human parts", channels=7, output="classes",
-            loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True,
+            loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="nearest",
             class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"), empty_label_ignored=True,
         ),
         TaskSpec(
             name="edges", title="Edge detection", channels=1, output="binary",
             loss="balanced_bce", loss_weight=50.0, loss_options={"pos_weight": 0.95},
-            metric="odsF", higher_is_better=True,
+            metric="odsF", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("edge", "boundaries"),
         ),
         TaskSpec(
             name="normals", title="Surface normals", channels=3, output="unit_vector",
-            loss="normals_l1", loss_weight=10.0, metric="mErr", higher_is_better=False,
+            loss="normals_l1", loss_weight=10.0, metric="mErr", higher_is_better=False, table_scale=1.0,
             label_interpolation="bicubic", prediction_interpolation="bilinear",
             flip_negate_channels=(0,), aliases=("normal", "surface_normals"),
         ),
         TaskSpec(
             name="saliency", title="Saliency", channels=1, output="binary",
-            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True,
+            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("sal",),
         ),
         TaskSpec(
             name="depth", title="Depth", channels=1, output="scalar",
-            loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False,
+            loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
             label_interpolation="bilinear", prediction_interpolation="bilinear",
         ),
     )

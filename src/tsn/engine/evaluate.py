@@ -48,7 +48,6 @@ __all__ = [
     "MIN_INPUT_SIZE",
     "DEFAULT_EDGE_PROTOCOLS",
     "DEFAULT_DEPTH_PROTOCOLS",
-    "PERCENT_METRICS",
     "SIGN_CONVENTION",
     "TableRow",
     "table_value",
@@ -90,9 +89,6 @@ DEFAULT_DEPTH_PROTOCOLS: Mapping[str, str] = {
 }
 """Depth protocol used when none is given, per dataset."""
 
-PERCENT_METRICS: frozenset[str] = frozenset({"mIoU", "odsF", "maxF", "pixel_acc", "oisF", "AP"})
-"""Headline metrics that results hold as fractions and the paper's tables print x100."""
-
 SIGN_CONVENTION = (
     "average drop in the TSN paper's sign: 100 * s_t * (single - multi) / single averaged over tasks, "
     "positive = worse than the single-task baseline (the MTL survey's Delta_m has the opposite sign)"
@@ -105,8 +101,8 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def table_value(spec: TaskSpec, value: float) -> float:
-    """A headline value in the paper's table units: x100 for fraction metrics (mIoU, odsF), else as is."""
-    return 100.0 * float(value) if spec.metric in PERCENT_METRICS else float(value)
+    """A headline value in the paper's table units (``TaskSpec.table_scale``: x100 for mIoU, odsF; else as is)."""
+    return spec.table_scale * float(value)
 
 
 def table_values(record: Mapping[str, Any]) -> dict[str, float]:
@@ -384,7 +380,8 @@ def evaluate_checkpoint(
     ``dataset_options`` go to :func:`tsn.data.build_dataset` (e.g. ``size``, ``length``, ``seed`` of the
     synthetic scenes). ``size`` is the network input, one side or ``(H, W)``: default 512 x 512 (the paper's),
     or the synthetic scenes' own size. ``edge_protocol`` and ``depth_protocol`` default to the dataset's entry of
-    :data:`DEFAULT_EDGE_PROTOCOLS` and :data:`DEFAULT_DEPTH_PROTOCOLS`. ``workers`` (default: every core) read data and match edges in parallel.
+    :data:`DEFAULT_EDGE_PROTOCOLS` and :data:`DEFAULT_DEPTH_PROTOCOLS`. ``workers`` (default: every core) read
+    data and match edges in parallel.
 
     Record keys: ``format``, ``format_version``, ``tsn_version``, ``checkpoint`` (path, config, parameters),
     ``dataset`` (name, split, root, options, n_images), ``input_size``, ``protocols``, ``tasks`` (every metric,
