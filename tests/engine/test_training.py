@@ -123,7 +123,10 @@ def test_a_run_writes_config_log_history_tensorboard_and_checkpoints(tmp_path: P
     assert set(saved["training"]) >= {"optimizer", "scheduler", "scaler", "rng", "state", "config"}
     log = (run / "train.log").read_text()
     assert "val loss" in log and "step 1: semseg" in log and "finished" in log
-    assert len(yaml.safe_load((run / "history.json").read_text())) == 2  # one validation per epoch
+    history = yaml.safe_load((run / "history.json").read_text())
+    assert len(history) == 2  # one validation per epoch
+    assert f"| semseg/mIoU {history[-1]['value']:.4f}" in log
+    assert history[-1]["value"] == history[-1]["metrics"]["semseg"]["mIoU"]
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])

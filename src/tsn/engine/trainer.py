@@ -309,13 +309,16 @@ class Trainer:
             raise TsnError("amp fp16 needs a CUDA GPU; use --set amp=bf16 (or none) on the CPU")
         self.micro_batch = micro_batch_size(config.batch_size, self.ctx.world_size, config.grad_accum)
 
+        # Data first: a missing dataset is the likeliest mistake, and is found before any weights are downloaded.
+        self.streams = plan_streams(config.schedule, list(self.specs))
+        with self.ctx.main_first():
+            self.train_loader, self.sampler, self.lengths = self._train_data()
+            self.val_loader = self._val_data()
         torch.manual_seed(config.seed)
-        self.model = self._build_model()
+        with self.ctx.main_first():
+            self.model = self._build_model()
         self.paths = self._prepare_run_dir(out_dir, resume)
         self.log = _setup_logger(self.paths if self.ctx.is_main else None, console=progress)
-        self.streams = plan_streams(config.schedule, list(self.specs))
-        self.train_loader, self.sampler, self.lengths = self._train_data()
-        self.val_loader = self._val_data()
         self.steps_per_epoch = len(self._plan(0))
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
@@ -336,13 +339,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ setup
     def _build_model(self) -> DensePredictionModel:
-        # With pretrained weights, rank 0 downloads first and the others then read timm's cache.
-        first = self.config.model.pretrained and self.ctx.distributed
-        if first and not self.ctx.is_main:
-            self.ctx.barrier()
         model = build_model(self.config.model)
-        if first and self.ctx.is_main:
-            self.ctx.barrier()
         # Instance normalisation needs more than one pixel per map, also at the encoder's coarsest level.
         smallest = 2 * max(model.encoder.feature_info.reduction())
         if min(self.config.data.size) < smallest:
@@ -546,12 +543,13 @@ class Trainer:
         text = " ".join(f"{name} {value:.4f}" for name, value in means.items())
         self.log.debug("step %d: %s", self.state.step, text)
 
-    def _record_validation(self, result: ValidationResult, improved: bool) -> dict[str, Any]:
+    def _record_validation(self, result: ValidationResult, value: float, improved: bool) -> None:
+        """Append the validation to the history; log it and write it to TensorBoard."""
         record = {
             "epoch": self.state.epoch + 1,
             "step": self.state.step,
             "criterion": self.criterion.name,
-            "value": self.criterion.read(result),
+            "value": value,
             "lr": self._learning_rates(),
             "loss": result.loss,
             "losses": result.losses,
@@ -566,17 +564,16 @@ class Trainer:
         headline = result.headline(self.specs)
         if self.writer is not None:
             self.writer.add_scalar("val/loss", result.loss, self.state.step)
-            for name, value in result.losses.items():
-                self.writer.add_scalar(f"val/loss/{name}", value, self.state.step)
-            for name, value in headline.items():
-                self.writer.add_scalar(f"val/{name}/{self.specs[name].metric}", value, self.state.step)
+            for name, loss in result.losses.items():
+                self.writer.add_scalar(f"val/loss/{name}", loss, self.state.step)
+            for name, score in headline.items():
+                self.writer.add_scalar(f"val/{name}/{self.specs[name].metric}", score, self.state.step)
             self.writer.flush()
-        scores = " ".join(f"{name} {self.specs[name].metric} {value:.4f}" for name, value in headline.items())
+        scores = " ".join(f"{name} {self.specs[name].metric} {score:.4f}" for name, score in headline.items())
         self.log.info(
             "epoch %d step %d: val loss %.4f %s| %s %.4f%s", self.state.epoch + 1, self.state.step, result.loss,
-            scores + " " if scores else "", self.criterion.name, record["value"], " (best)" if improved else "",
+            scores + " " if scores else "", self.criterion.name, value, " (best)" if improved else "",
         )
-        return record
 
     # ------------------------------------------------------------------------------------------- loop
     def _validate(self) -> ValidationResult:
@@ -599,7 +596,7 @@ class Trainer:
             if improved:
                 self.state.best_value, self.state.best_epoch = value, self.state.epoch + 1
                 self.state.best_step = self.state.step
-            self._record_validation(result, improved)
+            self._record_validation(result, value, improved)
             if self.config.scheduler.name == "plateau":
                 self.scheduler.step(value)
             if self.ctx.is_main:
