@@ -43,7 +43,7 @@ from torch import nn
 from tsn.errors import TsnError
 from tsn.models.fused import fuse_adain_blocks
 
-__all__ = ["SpeedOptions", "fastest_options", "optimize", "autocast", "prepare", "reuse_freed_memory"]
+__all__ = ["SpeedOptions", "fastest_options", "exact_options", "optimize", "autocast", "prepare", "reuse_freed_memory"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,14 @@ def fastest_options(device: str | torch.device = "cpu", *, allow_bf16: bool = Tr
         return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=True)
     bf16 = allow_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=bf16, reuse_memory=True)
+
+
+def exact_options(device: str | torch.device = "cpu") -> SpeedOptions:
+    """The options that keep float32 results (largest output change below 1e-4 on the paper model, see
+    docs/performance.md): channels_last, the fused AdaIN block, and on the CPU the reuse of freed memory. The
+    inference commands (``tsn predict``, ``tsn evaluate``) apply these; they need no compilation per input shape.
+    """
+    return SpeedOptions(channels_last=True, fused=True, reuse_memory=torch.device(device).type == "cpu")
 
 
 def optimize(model: nn.Module, options: SpeedOptions, *, inference: bool = True) -> nn.Module:

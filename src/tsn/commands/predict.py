@@ -69,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from tsn.checkpoint import load_model
     from tsn.engine.predict import Skipped, predict_files, resolve_device
     from tsn.errors import TsnError
+    from tsn.speed import exact_options, optimize
 
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:
         raise TsnError("--tasks is empty; give task names (e.g. seg,normals) or all")
     tasks = None if [name.lower() for name in names] == ["all"] else names
     device = resolve_device(args.device)
-    model = load_model(args.checkpoint, map_location=device)
+    model = optimize(load_model(args.checkpoint, map_location=device), exact_options(device))
 
     def report(item: Skipped) -> None:
         tqdm.write(f"tsn predict: skipped {item.message}", file=sys.stderr)

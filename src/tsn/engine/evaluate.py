@@ -390,6 +390,7 @@ def evaluate_checkpoint(
     """
     from tsn import __version__
     from tsn.checkpoint import load_model
+    from tsn.speed import exact_options, optimize
     from tsn.data import build_dataset
     from tsn.engine.predict import resolve_device
 
@@ -398,7 +399,7 @@ def evaluate_checkpoint(
     dataset_tasks(name)  # an unknown dataset name or input size fails here, before anything is loaded
     input_size = _input_size(size) if size else None
     run_on = resolve_device(device)
-    model = load_model(checkpoint, map_location=run_on)
+    model = optimize(load_model(checkpoint, map_location=run_on), exact_options(run_on))
     specs = resolve_eval_tasks(model, name, tasks)
     options = dict(dataset_options or {})
     data = build_dataset(name, split, tasks=[s.name for s in specs], root=data_root, **options)
