@@ -35,13 +35,7 @@ TINY_DECODER = (16, 8, 8, 8, 8)
 SYNTHETIC = {"size": 64, "length": 6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TSN_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_private_cache")
 
 
 def _random_checkpoint(path: Path, preset: str) -> Path:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tsn.cli import main
 from tsn.errors import TsnError
@@ -21,13 +20,7 @@ TINY = (
 SYNTHETIC_TASKS = [spec.name for spec in dataset_tasks("synthetic")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TSN_CACHE_DIR", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_private_cache")
 
 
 def test_plans_use_the_presets_and_budgets() -> None:
