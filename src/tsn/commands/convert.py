@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "convert an authors' TSNs checkpoint (tsns_model.pth, single_task_<task>.pth) to a tsn checkpoint"
+
+_OUTPUT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,11 +16,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="task of a single-task checkpoint when the file name does not say it")
 
 
+def _check_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Input readable, output a writable file path with a known suffix, not the input itself: before any work."""
+    from tsn.errors import TsnError
+    from tsn.tasks import get_task
+    from tsn.utils.checks import ensure_writable_file, require_existing_file
+
+    official = require_existing_file(args.official, "the authors' checkpoint")
+    output = Path(args.output).expanduser()
+    if not output.is_dir() and output.suffix not in _OUTPUT_SUFFIXES:
+        raise TsnError(
+            f"--output: {output} must end in .pt (a torch checkpoint) or .safetensors (weights only); "
+            f"for example {output.with_suffix('.pt')}"
+        )
+    output = ensure_writable_file(output, "--output")
+    if output.exists() and output.resolve() == official.resolve():
+        raise TsnError(f"--output: {output} is the authors' checkpoint itself; choose another output file")
+    if args.task is not None:
+        get_task(args.task)  # an unknown task name is refused before the file is read
+    return official, output
+
+
 def run(args: argparse.Namespace) -> int:
     from tsn.checkpoint import load_model
     from tsn.convert import convert_official_checkpoint
 
-    path = convert_official_checkpoint(args.official, args.output, task=args.task)
+    official, output = _check_arguments(args)
+    path = convert_official_checkpoint(official, output, task=args.task, notes=print)
     model = load_model(path)
     print(
         f"wrote {path}: {model.config.arch} on {model.config.backbone}, tasks {', '.join(model.tasks)}, "

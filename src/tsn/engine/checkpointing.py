@@ -32,6 +32,7 @@ import torch
 from tsn.checkpoint import read_checkpoint, save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel
+from tsn.utils.io import remove_stale_temp_files
 
 __all__ = [
     "TrainState",
@@ -74,6 +75,8 @@ class RunPaths:
     """The files of a run directory."""
 
     root: Path
+    removed_temp_files: tuple[Path, ...] = field(default=(), compare=False)
+    """Temporary files of interrupted atomic saves (a killed run) that :func:`prepare_run_dir` removed."""
 
     @property
     def config(self) -> Path:
@@ -157,6 +160,8 @@ def prepare_run_dir(root: str | os.PathLike[str], *, resume: bool, checkpoint_by
 
     A new run refuses a directory that already holds a run; every run refuses an unwritable directory and one
     whose disk cannot hold two more checkpoints (an atomic save writes the new file beside the old one).
+    Temporary files left by a run killed while saving (``kill -9`` during a checkpoint write) are removed first,
+    so they neither pile up nor count against the free space; they are listed in ``removed_temp_files``.
     """
     paths = RunPaths(Path(root).expanduser())
     if resume and not paths.last.is_file():
@@ -175,6 +180,8 @@ def prepare_run_dir(root: str | os.PathLike[str], *, resume: bool, checkpoint_by
         raise TsnError(
             f"cannot write to the run directory {paths.root} ({error.strerror or error}); choose a writable --out"
         ) from None
+    removed = [p for folder in (paths.root, paths.checkpoints) for p in remove_stale_temp_files(folder)]
+    paths = RunPaths(paths.root, removed_temp_files=tuple(removed))
     free = shutil.disk_usage(paths.checkpoints).free
     needed = 2 * checkpoint_bytes
     if free < needed:
