@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +23,7 @@ import torch
 
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, ModelConfig, build_model
+from tsn.utils.checks import one_line
 from tsn.utils.io import atomic_torch_save, atomic_write
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "read_checkpoint",
     "load_model",
     "load_state_dict_checked",
+    "describe_file",
 ]
 
 FORMAT = "tsn-checkpoint"
@@ -65,17 +68,110 @@ def save_checkpoint(
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a project checkpoint into a dict (``config``, ``state_dict``, ...) with one-line errors for bad files."""
+_EXPECTED = "expected a tsn checkpoint (.pt / .safetensors written by tsn train or tsn convert, or a run folder)"
+_SIGNATURES = (  # leading bytes of common files that are mistaken for checkpoints; images are told by Pillow
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras / h5py model?)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x1f\x8b", "a gzip-compressed file (extract it first)"),
+    (b"%PDF", "a PDF document"),
+    (b"ONNX", "an ONNX model"),
+)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if any(byte < 32 and byte not in b"\t\n\r\f" for byte in head):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:  # a multi-byte character cut at the end of the sample is still text
+        return error.start >= len(head) - 3
+    return True
+
+
+def describe_file(path: str | os.PathLike[str]) -> str:
+    """What a file that is not a checkpoint is, as far as its first bytes tell: "an empty file", "a PNG image"..."""
     path = Path(path)
+    if path.is_dir():
+        return "a folder"
+    if not path.exists():
+        return "a missing path"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        return f"an unreadable file ({one_line(error.strerror or error)})"
+    if not head:
+        return "an empty file"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(name.endswith("data.pkl") for name in names):
+            return "a torch file that could not be read (truncated or corrupt?)"
+        return f"a zip archive that is not a torch file ({len(names)} member(s), e.g. {names[0] if names else '-'})"
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged or truncated zip / torch file"
+    if path.suffix == ".onnx":
+        return "an ONNX model"
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return f"a {image.format} image"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    if _looks_like_text(head):
+        first = head.lstrip()[:1]
+        if first in (b"{", b"["):
+            return "a text file (JSON?)"
+        return "a text file"
+    if head[:1] == b"\x80":
+        return "a legacy (non-zip) torch / pickle file that could not be read safely"
+    return "a binary file of unknown format"
+
+
+def _describe_payload(payload: Any) -> str:
+    """What a torch file holds when it is not a tsn checkpoint, and what to do about it."""
+    if isinstance(payload, torch.Tensor):
+        return f"a torch file holding a single tensor of shape {tuple(payload.shape)}, not a model checkpoint"
+    if isinstance(payload, Mapping):
+        if "model_state" in payload:
+            return "an authors' TSNs checkpoint; convert it first with `tsn convert`"
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            return (f"a raw state dict of {len(payload)} tensors without tsn metadata; if it holds the authors' "
+                    "weights, convert it with `tsn convert`")
+        if "state_dict" in payload:
+            return ("a torch checkpoint without tsn metadata (a 'state_dict' but no model config); if it holds the "
+                    "authors' weights, convert it with `tsn convert`")
+        keys = ", ".join(repr(str(k)) for k in list(payload)[:4]) or "none"
+        return f"a torch file holding a dict without tsn metadata (keys {keys})"
+    return f"a torch file holding a {type(payload).__name__}, not a model checkpoint"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a project checkpoint into a dict (``config``, ``state_dict``, ...) with one-line errors for bad files.
+
+    A file that is not a tsn checkpoint is refused with what it is (an empty file, a PNG image, a text file, a
+    zip archive, a raw state dict, an authors' checkpoint...) and what was expected.
+    """
+    path = Path(path).expanduser()
     if path.is_dir():
         candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "model.pt"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise TsnError(f"{path} is a folder without checkpoints/best.pt, checkpoints/last.pt or model.pt")
+            raise TsnError(
+                f"checkpoint {path} is a folder without checkpoints/best.pt, checkpoints/last.pt or model.pt; "
+                "give a checkpoint file or a tsn train run folder"
+            )
         path = found
+    if not path.exists():
+        raise TsnError(f"checkpoint {path} does not exist; check the path")
     if not path.is_file():
-        raise TsnError(f"checkpoint {path} does not exist")
+        raise TsnError(f"checkpoint {path} is not a regular file; {_EXPECTED}")
+    if path.stat().st_size == 0:
+        raise TsnError(f"checkpoint {path} is an empty file; {_EXPECTED}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file, safe_open
@@ -84,27 +180,45 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
             state = load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise TsnError(f"{path} is not a readable safetensors file ({error})") from None
-        if metadata.get("format") != FORMAT:
-            raise TsnError(f"{path} is a safetensors file without tsn metadata; convert it with `tsn convert`")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise TsnError(
+                f"checkpoint {path} is not a readable safetensors file ({describe_file(path)}: "
+                f"{one_line(error, 120)}); {_EXPECTED}"
+            ) from None
+        if metadata.get("format") != FORMAT or "config" not in metadata:
+            raise TsnError(
+                f"checkpoint {path} is a safetensors file without tsn metadata; if it holds the authors' weights, "
+                "convert it with `tsn convert`"
+            )
+        try:
+            config = json.loads(metadata["config"])
+        except ValueError:
+            raise TsnError(f"checkpoint {path} has a corrupt model config in its metadata; re-save it") from None
         payload = {
             "format": FORMAT,
-            "format_version": int(metadata.get("format_version", 0)),
-            "config": json.loads(metadata["config"]),
+            "format_version": int(metadata.get("format_version", 0) or 0),
+            "config": config,
             "state_dict": state,
         }
     else:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # corrupt file, truncated file, or a pickle with arbitrary objects
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TsnError(f"cannot read checkpoint {path}: {reason}") from None
+        except Exception:  # corrupt or truncated file, not a torch file, or a pickle with arbitrary objects
+            raise TsnError(f"cannot read checkpoint {path}: it is {describe_file(path)}; {_EXPECTED}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         if isinstance(payload, dict) and "model_state" in payload:
             raise TsnError(f"{path} is an authors' TSNs checkpoint; convert it first: tsn convert {path} -o OUT.pt")
-        raise TsnError(f"{path} is not a tsn checkpoint (no format marker); convert it with `tsn convert`")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        description = _describe_payload(payload)
+        fix = "" if "tsn convert" in description else f"; {_EXPECTED}"
+        raise TsnError(f"cannot use checkpoint {path}: it is {description}{fix}")
+    if not isinstance(payload.get("config"), Mapping) or not isinstance(payload.get("state_dict"), Mapping):
+        raise TsnError(f"checkpoint {path} is marked as a tsn checkpoint but lacks its model config or weights; "
+                       "the file is damaged: re-save or re-convert it")
+    try:
+        version = int(payload.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise TsnError(f"checkpoint {path} has an unreadable format_version; the file is damaged") from None
+    if version > FORMAT_VERSION:
         raise TsnError(
             f"{path} has checkpoint format version {payload['format_version']}, newer than this tsn "
             f"({FORMAT_VERSION}); upgrade tsn"
@@ -133,7 +247,13 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> DensePredictionModel:
     """Rebuild the model a checkpoint describes and load its weights (in eval mode)."""
     payload = read_checkpoint(path)
-    config = ModelConfig.from_dict(payload["config"])
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, ValueError, KeyError) as error:  # a config dict edited or damaged by hand
+        raise TsnError(
+            f"checkpoint {payload['path']} holds a model config this tsn cannot build ({one_line(error, 160)}); "
+            "re-save or re-convert it"
+        ) from None
     model = build_model(config.replace(pretrained=False))  # the weights come from the checkpoint
     load_state_dict_checked(model, payload["state_dict"], str(payload["path"]))
     return model.to(map_location).eval()

@@ -2,7 +2,9 @@
 
 Each module in ``tsn/commands/`` defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Commands are discovered, so adding a command means adding one file. Errors the user can fix
-(:class:`~tsn.errors.TsnError`) are printed as one line and exit with status 2.
+(:class:`~tsn.errors.TsnError`) are printed as one line and exit with status 2, as are argument errors. Commands
+validate their input before any work starts; an operating-system error that still escapes (a file vanished or
+became unwritable mid-run) is also reported in one line, as a last resort, rather than as a traceback.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from tsn.errors import TsnError
+from tsn.utils.checks import one_line
 
 __all__ = ["main", "build_parser"]
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command and pointing to its ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _command_modules() -> list[str]:
@@ -27,7 +37,7 @@ def _command_modules() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from tsn import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="tsn",
         description="Task Switching Networks for multi-task dense prediction.",
     )
@@ -52,7 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except TsnError as error:
-        print(f"tsn {args.command}: error: {error}", file=sys.stderr)
+        print(f"tsn {args.command}: error: {one_line(error, limit=1000)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # last resort: the real checks happen before the work, in each command
+        where = f" ({error.filename})" if error.filename else ""
+        reason = error.strerror or type(error).__name__
+        print(f"tsn {args.command}: error: {one_line(reason)}{where}; check the path, its permissions and the free "
+              "disk space, then run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tsn {args.command}: interrupted", file=sys.stderr)

@@ -360,13 +360,13 @@ def reproduce(
     from tsn.utils.io import atomic_write_json, atomic_write_text
 
     started, clock = time.time(), time.perf_counter()
+    if jobs is not None and jobs < 1:  # checked before any data is prepared
+        raise TsnError(f"jobs must be at least 1, got {jobs}")
     dataset = _dataset_key(dataset)
     runs = plan_runs(dataset, budget, data_root, overrides)
     split = EVALUATION_SPLITS[dataset]
     _prepare_data(runs[0].config, split)
     _check_device(runs[0].config, budget)
-    if jobs is not None and jobs < 1:
-        raise TsnError(f"jobs must be at least 1, got {jobs}")
     out = Path(out_dir).expanduser()
     done = _complete_all(runs, out, split, jobs or default_jobs(runs[0].config), workers, progress, log)
     records = {key: record for key, (_, record) in done.items()}

@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tsn.analysis import analyze_tsn, write_analysis
     from tsn.checkpoint import load_model
+    from tsn.utils.checks import ensure_writable_dir
 
+    ensure_writable_dir(args.output, "-o/--output", create=False)  # created when the results are written
     model = load_model(args.checkpoint)
     analysis = analyze_tsn(model)
     paths = write_analysis(analysis, args.output, checkpoint=str(args.checkpoint))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tsn.errors import TsnError
+from tsn.utils.checks import ensure_writable_file, require_int
 
 HELP = "measure all-task inference and training speed (authors' way vs all-task path vs fastest options)"
 
@@ -34,11 +35,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", help="results JSON (default benchmarks/results/<device>.json)")
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts and sizes: refused in one line before anything is built or timed."""
+    from tsn.engine.evaluate import MIN_INPUT_SIZE
+
+    counts = (("--repeats", args.repeats), ("--train-batch", args.train_batch), ("--threads", args.threads))
+    for option, value in counts:
+        if value is not None:
+            require_int(option, value, minimum=1)
+    train_sizes = () if args.train_size is None else (args.train_size,)
+    for option, sides in (("--sizes", args.sizes or ()), ("--train-size", train_sizes)):
+        for side in sides:
+            if side < MIN_INPUT_SIZE:
+                raise TsnError(f"{option}: {side} px is too small; the encoder's stride-32 features need sides of at "
+                               f"least {MIN_INPUT_SIZE} px")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from tsn.benchmark import BenchmarkSettings, default_output, run_benchmark
 
+    _check_numbers(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise TsnError(f"--device {args.device}: no CUDA GPU is visible to torch; use --device cpu")
     if args.device != "cpu" and not args.device.startswith("cuda"):
@@ -53,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_onnx:
         overrides["onnx"] = False
     settings = BenchmarkSettings.quick_settings(**overrides) if args.quick else BenchmarkSettings(**overrides)
-    output = args.output or default_output(settings.device, settings.quick)
+    # Probed now, created at the end: a benchmark runs for minutes, and its results must not be lost then.
+    output = ensure_writable_file(args.output or default_output(settings.device, settings.quick), "-o/--output",
+                                  create_parent=False)
     results = run_benchmark(settings, output)
     failed = [e["config"] for e in results["inference"] + results["training"] if "error" in e]
     return 1 if failed else 0

@@ -12,6 +12,7 @@ from tsn.data import DATASETS, build_dataset
 from tsn.data.transforms import build_transforms, denormalize_image
 from tsn.errors import TsnError
 from tsn.tasks import get_task
+from tsn.utils.checks import ensure_writable_file, require_int
 from tsn.utils.io import atomic_write
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "sample_grid"]
@@ -60,13 +61,17 @@ def sample_grid(dataset: Any, n: int, size: int) -> Figure:
 
 
 def _show(args: argparse.Namespace) -> int:
-    if args.n <= 0 or args.size <= 0:
-        raise TsnError(f"--n and --size must be positive (got {args.n} and {args.size})")
+    require_int("--n", args.n, minimum=1)
+    require_int("--size", args.size, minimum=1)
     dataset_name = args.dataset.strip().lower().replace("-", "_")
+    if dataset_name not in DATASETS:
+        raise TsnError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    # Checked before the data is read; the folder is created only when the picture is written.
+    output = ensure_writable_file(args.output or Path(f"{dataset_name}-{args.split}.png"), "-o/--output",
+                                  create_parent=False)
     # Synthetic scenes are rendered on demand here: drawing a few must not render and cache a whole split.
     options = {"size": args.size, "cache": False} if dataset_name == "synthetic" else {}
     dataset = build_dataset(dataset_name, split=args.split, root=args.data_root, **options)
-    output = args.output or Path(f"{dataset_name}-{args.split}.png")
     figure = sample_grid(dataset, args.n, args.size)
     with atomic_write(output, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)

@@ -45,6 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The demo's own options, refused in one line before anything is generated or trained."""
+    from tsn.errors import TsnError
+    from tsn.utils.checks import require_int
+
+    for option, value in (("--steps", args.steps), ("--train-images", args.train_images),
+                          ("--val-images", args.val_images), ("--threads", args.threads)):
+        if value is not None:
+            require_int(option, value, minimum=1)
+    if args.size is not None and (args.size < 64 or args.size % 32):
+        raise TsnError(f"--size {args.size}: use a multiple of 32 of at least 64 (e.g. 64 or 128)")
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = []
     if args.steps is not None:
@@ -61,12 +74,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from tsn.commands.train import check_run_dir
     from tsn.engine import load_config, train
 
     started = time.perf_counter()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    config = load_config(PRESET, _overrides(args))
+    _check_numbers(args)
+    config = load_config(PRESET, _overrides(args))  # every value checked, nothing created yet
     out = Path(args.out or datetime.now().strftime("runs/demo-%Y%m%d-%H%M%S"))
+    check_run_dir(str(out), "--out", resume=False)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     result = train(config, out, progress=not args.no_progress)
     if result.status != "finished" or result.validation is None:
         print(f"interrupted; the run is in {out} (resume it with: tsn train --resume {out})")

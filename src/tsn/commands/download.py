@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tsn.data.download import DATASETS, download_dataset
 from tsn.data.paths import data_root
+from tsn.errors import TsnError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
@@ -33,9 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tsn.data.download import check_url, complete_folder, get_source
+    from tsn.utils.checks import ensure_writable_dir
+
+    # Everything is checked before the dataset root is created or anything is fetched.
+    source = get_source(args.dataset)
+    if args.url is not None:
+        check_url(args.url)
+    if args.archive is not None and not Path(args.archive).expanduser().is_file():
+        archive = Path(args.archive).expanduser()
+        problem = "is a folder, not an archive file" if archive.is_dir() else "does not exist"
+        raise TsnError(f"archive {archive} {problem}; check the --archive path")
+    root = data_root(args.root)
+    if complete_folder(source.name, root) is None:  # a finished download needs no write access
+        ensure_writable_dir(root, "dataset root (--root)", create=False)
     folder = download_dataset(
         args.dataset,
-        data_root(args.root),
+        root,
         url=args.url,
         sha256=args.sha256,
         archive=args.archive,

@@ -62,6 +62,34 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def _check_before_work(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Options, dataset options and output locations, checked before the checkpoint is read: an evaluation can
+    take hours, and its results must not be lost to a typo or an unwritable folder at the end."""
+    from tsn.data import DATASETS, check_dataset_options
+    from tsn.utils.checks import ensure_writable_dir, ensure_writable_file, require_int
+
+    require_int("--batch-size", args.batch_size, minimum=1)
+    if args.workers is not None:
+        require_int("--workers", args.workers, minimum=0)
+    dataset = args.dataset.strip().lower().replace("-", "_")
+    if dataset not in DATASETS:
+        raise TsnError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    options = parse_options(args.dataset_option)
+    check_dataset_options(dataset, options, where="--dataset-option")
+    if args.edge_protocol is not None:
+        from tsn.metrics.edges import get_protocol
+
+        get_protocol(args.edge_protocol)  # an unknown name fails now, not after every image is predicted
+    # Checked, not created: a run that fails before writing its result leaves no empty folder behind.
+    output = ensure_writable_file(
+        args.output or Path(f"evaluate-{dataset}-{args.split}.json"), "-o/--output", create_parent=False
+    )
+    ensure_writable_file(output.with_suffix(".md"), "-o/--output (the markdown table beside it)", create_parent=False)
+    if args.save_predictions is not None:
+        ensure_writable_dir(args.save_predictions, "--save-predictions", create=False)
+    return output, options
+
+
 def run(args: argparse.Namespace) -> int:
     from tsn.engine.evaluate import (
         compare_with_baseline,
@@ -73,14 +101,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from tsn.tasks import dataset_tasks
 
-    if args.batch_size < 1:
-        raise TsnError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.workers is not None and args.workers < 0:
-        raise TsnError(f"--workers must be 0 or more, got {args.workers}")
+    output, options = _check_before_work(args)
     baseline = load_baseline(args.baseline) if args.baseline else None  # read early: a bad file fails fast
     record = evaluate_checkpoint(
         args.checkpoint, args.dataset, args.split, tasks=args.tasks, data_root=args.data_root,
-        dataset_options=parse_options(args.dataset_option), size=args.size, batch_size=args.batch_size,
+        dataset_options=options, size=args.size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, edge_protocol=args.edge_protocol,
         depth_protocol=args.depth_protocol, save_dir=args.save_predictions,
     )
@@ -88,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
         specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
         comparison = compare_with_baseline(table_values(record), baseline, specs)
         record["baseline"] = {"source": [str(p) for p in args.baseline], **comparison}
-    output = args.output or Path(f"evaluate-{record['dataset']['name']}-{args.split}.json")
     json_path, markdown_path = write_result(record, output)
     print(evaluation_markdown(record))
     print(f"wrote {json_path} and {markdown_path}")

@@ -63,6 +63,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
 
+def _check_inputs_and_output(args: argparse.Namespace) -> None:
+    """Before the model is loaded: worker count, at least one existing input, a writable output folder."""
+    from pathlib import Path
+
+    from tsn.errors import TsnError
+    from tsn.utils.checks import ensure_writable_dir, require_int
+
+    require_int("--workers", args.workers, minimum=0)
+    if not any(Path(item).expanduser().exists() for item in args.inputs):
+        shown = ", ".join(str(item) for item in args.inputs[:3]) + (", ..." if len(args.inputs) > 3 else "")
+        raise TsnError(f"none of the inputs exist ({shown}); give image files or folders of images")
+    # Not created yet: a run that fails before writing anything leaves no empty folder behind.
+    ensure_writable_dir(args.output, "-o/--output", create=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:
         raise TsnError("--tasks is empty; give task names (e.g. seg,normals) or all")
+    _check_inputs_and_output(args)
     tasks = None if [name.lower() for name in names] == ["all"] else names
     device = resolve_device(args.device)
     model = optimize(load_model(args.checkpoint, map_location=device), exact_options(device))

@@ -35,13 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.errors import TsnError
     from tsn.reproduce import reproduce, table_markdown
 
-    if args.workers is not None and args.workers < 0:
-        raise TsnError(f"--workers must be 0 or more, got {args.workers}")
+    from tsn.utils.checks import ensure_writable_dir, require_int
+
+    if args.workers is not None:
+        require_int("--workers", args.workers, minimum=0)
+    if args.jobs is not None:
+        require_int("--jobs", args.jobs, minimum=1)
     dataset = args.dataset.strip().lower().replace("-", "_")
     out = args.out or Path(f"reproduce-{dataset}-{args.budget}")
+    # Probed before any data is prepared or run trained; the folder itself is created by the first run.
+    ensure_writable_dir(out, "--out", create=False)
     table = reproduce(dataset, out, data_root=args.data_root, budget=args.budget, overrides=args.overrides,
                       jobs=args.jobs, workers=args.workers, progress=not args.quiet)
     print(table_markdown(table))

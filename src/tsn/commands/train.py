@@ -6,7 +6,7 @@ import argparse
 
 from tsn.errors import TsnError
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "check_run_dir"]
 
 HELP = "train a model from a config preset or YAML file (multi-GPU with torchrun), or resume an interrupted run"
 DESCRIPTION = (
@@ -26,6 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the packaged config presets and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or console log (log file only)")
+
+
+def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
+    """Before any data is read or model built: the run folder can be written, and holds a run only to resume.
+
+    Nothing is created here (the trainer creates the folder), so a run refused later leaves nothing behind.
+    """
+    from tsn.engine.checkpointing import RunPaths
+    from tsn.utils.checks import ensure_writable_dir
+
+    folder = ensure_writable_dir(out_dir, option, create=False)
+    holds_run = RunPaths(folder).last.is_file()
+    if not resume and holds_run:
+        raise TsnError(f"{option}: {folder} already holds a run (checkpoints/last.pt); resume it with "
+                       f"`tsn train --resume {folder}` or choose another {option}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not out_dir:
         raise TsnError("give --out RUN_DIR, the folder the run writes its config, log and checkpoints to")
+    check_run_dir(out_dir, "--resume" if args.resume else "--out", resume=bool(args.resume))
     result = train(config, out_dir, resume=bool(args.resume), progress=not args.no_progress)
     # 130, as for Ctrl-C: a job script must not mistake a saved-but-unfinished run for a finished one.
     return 0 if result.status == "finished" else 130

@@ -10,8 +10,11 @@ by name; :func:`collate` batches transformed samples (``meta`` stays a list of d
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any, Sequence
+import types
+import typing
+from typing import Any, Mapping, Sequence, Union
 
 from torch.utils.data import Dataset, default_collate
 
@@ -22,12 +25,85 @@ from tsn.data.transforms import build_transforms
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec
 
-__all__ = ["DATASETS", "build_dataset", "collate", "build_transforms", "PascalContext", "NYUD"]
+__all__ = [
+    "DATASETS",
+    "build_dataset",
+    "dataset_options",
+    "check_dataset_options",
+    "collate",
+    "build_transforms",
+    "PascalContext",
+    "NYUD",
+]
 
 DATASETS = ("synthetic", "pascal_context", "nyud")
 """Names accepted by :func:`build_dataset` (and the ``DATASET`` argument of the commands)."""
 
 _REAL = {"pascal_context": PascalContext, "nyud": NYUD}
+_PASSED_BY_BUILD_DATASET = ("self", "split", "tasks", "transform", "root")
+"""Constructor arguments that :func:`build_dataset` fills itself: not options a user may give."""
+
+
+def _dataset_class(key: str) -> type:
+    if key == "synthetic":
+        # Imported here: the generator is optional for the real datasets and heavier to import.
+        from tsn.data.synthetic import SyntheticScenes
+
+        return SyntheticScenes
+    if key not in _REAL:
+        raise TsnError(f"unknown dataset {key!r}; choose one of: {', '.join(DATASETS)}")
+    return _REAL[key]
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options (constructor keyword arguments beyond split / tasks / transform / root) of dataset ``name``,
+    with their type hints."""
+    cls = _dataset_class(name.strip().lower().replace("-", "_"))
+    hints = typing.get_type_hints(cls.__init__)
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in _PASSED_BY_BUILD_DATASET]
+    return {option: hints.get(option, Any) for option in names}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` can be passed where the constructor declares ``hint`` (simple scalar types only)."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is os.PathLike or typing.get_origin(hint) is os.PathLike:
+        return isinstance(value, os.PathLike)
+    return True  # sequences, callables...: left to the dataset's own checks
+
+
+def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_hint_name(option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if hint is os.PathLike or typing.get_origin(hint) is os.PathLike:
+        return "path"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any], where: str = "dataset option") -> None:
+    """Refuse, in one line, an option dataset ``name`` does not take or a value of the wrong type."""
+    known = dataset_options(name)
+    key = name.strip().lower().replace("-", "_")
+    for option, value in options.items():
+        if option not in known:
+            valid = ", ".join(known) or "none"
+            raise TsnError(f"{where} {option!r} is not an option of the {key} dataset; valid options: {valid}")
+        if not _fits(value, known[option]):
+            expected = _hint_name(known[option])
+            raise TsnError(f"{where} {option}={value!r} has the wrong type for the {key} dataset; expected {expected}")
 
 
 def build_dataset(
@@ -46,17 +122,16 @@ def build_dataset(
     ``parts_cache_dir`` for :class:`PascalContext`).
     """
     key = name.strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise TsnError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    check_dataset_options(key, kwargs)
     names = None if tasks is None else [t.name if isinstance(t, TaskSpec) else t for t in tasks]
+    cls = _dataset_class(key)
     if key == "synthetic":
         if not isinstance(split, str):
             raise TsnError(f"the synthetic dataset takes one split at a time, got {list(split)}")
-        # Imported here: the generator is optional for the real datasets and heavier to import.
-        from tsn.data.synthetic import SyntheticScenes
-
-        return SyntheticScenes(split=split, tasks=names, transform=transform, **kwargs)
-    if key not in _REAL:
-        raise TsnError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return _REAL[key](root=root, split=split, tasks=names, transform=transform, **kwargs)
+        return cls(split=split, tasks=names, transform=transform, **kwargs)
+    return cls(root=root, split=split, tasks=names, transform=transform, **kwargs)
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ __all__ = [
     "sha256_file",
     "download_dataset",
     "extract_archive",
+    "check_url",
+    "URL_SCHEMES",
 ]
 
 MARKER = ".tsn-complete"
@@ -142,6 +145,9 @@ def download_dataset(
     existing ``<root>/<archive>`` is reused, and a partial ``<root>/<archive>.part`` is resumed.
     """
     source = get_source(name)
+    if url is not None:
+        check_url(url)
+    expected_digest = _normalise_sha256(sha256)  # a malformed digest fails here, before anything is created
     root = Path(root).expanduser()
     done = complete_folder(source.name, root)
     if done is not None:
@@ -152,7 +158,7 @@ def download_dataset(
             f"{target} exists but was not completed by `tsn download` (no {MARKER} in it); "
             "move or delete it and run the command again"
         )
-    expected = _normalise_sha256(sha256) or source.sha256
+    expected = expected_digest or source.sha256
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -218,6 +224,32 @@ def extract_archive(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+URL_SCHEMES = ("https", "http", "ftp", "file")
+"""Schemes ``--url`` may use (those urllib can fetch from)."""
+
+
+def check_url(url: str) -> str:
+    """Refuse, in one line, a ``--url`` that is not a complete URL urllib can fetch (scheme, host or path)."""
+    text = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port validates it (a non-number or out of range raises ValueError)
+    except ValueError as error:
+        raise TsnError(f"--url {url!r} is not a valid URL ({error}); e.g. https://host/path/PASCAL_MT.tgz") from None
+    example = "e.g. https://host/path/PASCAL_MT.tgz"
+    if not parts.scheme:
+        raise TsnError(f"--url {url!r} has no scheme; write the full URL, {example}")
+    if parts.scheme.lower() not in URL_SCHEMES:
+        raise TsnError(f"--url {url!r}: unsupported scheme {parts.scheme!r}; use one of {', '.join(URL_SCHEMES)}")
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        raise TsnError(f"--url {url!r} has no host name; {example}")
+    if not parts.path.strip("/"):
+        raise TsnError(f"--url {url!r} names no file (empty path); {example}")
+    if any(character.isspace() or ord(character) < 32 for character in text):
+        raise TsnError(f"--url {url!r} contains spaces or control characters; percent-encode them (%20)")
+    return text
 
 
 def _normalise_sha256(value: str | None) -> str | None:

@@ -36,6 +36,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "validate_config",
 ]
 
 ScheduleName = Literal["epoch", "round_robin", "all_tasks"]
@@ -71,7 +72,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
-        if len(size) != 2 or min(size) <= 0:
+        if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
             raise TsnError(f"config data.size must be one or two positive integers, got {self.size!r}")
         object.__setattr__(self, "size", size)
 
@@ -168,15 +169,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "log_every": self.log_every}
-        for key, value in positive.items():
-            if value < 1:
-                raise TsnError(f"config {key} must be at least 1, got {value}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TsnError(f"config max_steps must be at least 1 (or null), got {self.max_steps}")
-        if self.checkpoint_every < 0 or self.validation.every < 0:
-            raise TsnError("config checkpoint_every and validation.every must be >= 0")
+        validate_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready values (tuples as lists); ``config_from_dict(c.to_dict()) == c``."""
@@ -186,6 +179,78 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------- range checks
+
+_AT_LEAST_ONE = ("epochs", "batch_size", "grad_accum", "log_every", "max_steps", "validation.max_images",
+                 "validation.batch_size", "model.n_ones", "model.n_fc", "model.latent_dim", "model.output_channels")
+"""Counts that must be >= 1 (those that may be null are checked only when set)."""
+_AT_LEAST_ZERO = ("checkpoint_every", "seed", "data.num_workers", "validation.every", "scheduler.patience",
+                  "scheduler.warmup_steps", "optim.weight_decay", "optim.encoder_lr")
+"""Values that must be >= 0 (``optim.encoder_lr`` 0 freezes the encoder)."""
+_POSITIVE = ("optim.lr", "optim.grad_clip", "scheduler.power")
+"""Values that must be > 0 (where set)."""
+_FRACTIONS = {
+    "optim.momentum": (True, False),  # [0, 1)
+    "scheduler.factor": (False, False),  # (0, 1): a plateau must lower the learning rate
+    "scheduler.min_lr_ratio": (True, True),  # [0, 1]
+}
+"""Values in the unit interval: key -> (0 allowed, 1 allowed)."""
+
+
+def _field(config: "TrainConfig", key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate_config(config: "TrainConfig") -> None:
+    """Check the range of every value of a training config, and that the data options exist, in one place.
+
+    Types are checked while the config is built (:func:`config_from_dict`); this checks what the types cannot say
+    (a zero learning rate, a negative worker count, an option the dataset does not take), so that a bad config is
+    refused before a run folder is created or any data is read. Every message names the key and how to set it.
+    """
+    from tsn.data import DATASETS, check_dataset_options
+    from tsn.utils.checks import require_fraction, require_int, require_non_negative, require_positive
+
+    def check(require: Any, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            require(f"config {key}", value, *args, **kwargs)
+        except TsnError as error:
+            raise TsnError(f"{error}; fix it in the config file or with --set {key}=VALUE") from None
+
+    for key in _AT_LEAST_ONE:
+        if _field(config, key) is not None:
+            check(require_int, key, _field(config, key), minimum=1)
+    for key in _AT_LEAST_ZERO:
+        if _field(config, key) is not None:
+            check(require_non_negative, key, _field(config, key))
+    for key in _POSITIVE:
+        if _field(config, key) is not None:
+            check(require_positive, key, _field(config, key))
+    for key, (zero, one) in _FRACTIONS.items():
+        check(require_fraction, key, _field(config, key), include_zero=zero, include_one=one)
+    for task, weight in config.loss_weights.items():
+        check(require_non_negative, f"loss_weights.{task}", weight)
+    for task, channels in config.model.task_channels.items():
+        check(require_int, f"model.task_channels.{task}", channels, minimum=1)
+    for width in config.model.decoder_channels or ():
+        check(require_int, "model.decoder_channels", width, minimum=1)
+    if config.device != "auto":
+        import torch
+
+        try:
+            torch.device(config.device)
+        except (RuntimeError, TypeError):
+            raise TsnError(f"config device: {config.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    d = config.data
+    if d.dataset not in DATASETS:
+        raise TsnError(f"config data.dataset: unknown dataset {d.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    for section in ("options", "train_options", "val_options"):
+        check_dataset_options(d.dataset, getattr(d, section), where=f"config data.{section}:")
 
 
 # ------------------------------------------------------------------------------------------------ loading
