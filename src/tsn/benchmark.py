@@ -16,9 +16,19 @@ all-task schedule (every task of a batch in one step) with the training speed op
 
 Every configuration runs in a fresh worker process (a fork server), so its peak memory is its own: the growth of
 the resident set (``ru_maxrss``) over the model's baseline on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
-FLOPs are counted once per shape with :class:`torch.utils.flop_counter.FlopCounterMode` on the meta device, and
-achieved GFLOP/s are compared with a matmul peak measured on the same machine. Accuracy: every configuration's
-outputs at batch 1 are compared with the authors' way (largest absolute difference and decision agreement).
+FLOPs are counted once per shape with :class:`torch.utils.flop_counter.FlopCounterMode` on the meta device.
+
+Achieved GFLOP/s are compared with two peaks per dtype (float32, bfloat16):
+
+* the *measured* peak: the best of probes that reach it, a large matmul and a large 3x3 convolution in both memory
+  formats (a machine's BLAS may take a slow path that its convolutions do not). If a configuration runs faster
+  than every probe, its rate becomes the peak and the report says so, so a percentage of peak never exceeds 100;
+* the *theoretical* peak: physical cores x clock x FLOP per cycle from the CPU's instruction set (AVX2 / AVX-512
+  FMA, AVX512-BF16, AMX), read from ``/proc/cpuinfo`` and cpufreq. The clock and the FMA unit count are often not
+  knowable inside a VM; the report says which figures are assumptions (:func:`theoretical_peak`).
+
+Accuracy: every configuration's outputs at batch 1 are compared with the authors' way (largest absolute difference
+and decision agreement).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +58,11 @@ __all__ = [
     "machine_info",
     "device_tag",
     "matmul_peak_gflops",
+    "conv_peak_gflops",
+    "measured_peaks",
+    "cpu_features",
+    "theoretical_peak",
+    "cap_peaks",
     "count_gflop",
     "format_report",
     "default_output",
@@ -168,6 +184,204 @@ def matmul_peak_gflops(dtype_name: str, device: str, n: int | None = None, repea
         if index:  # the first call is the warm-up
             best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def conv_peak_gflops(dtype_name: str, device: str, channels_last: bool = True, *, channels: int | None = None,
+                     size: int | None = None, batch: int = 1, repeats: int = 5) -> float:
+    """Best GFLOP/s of a ``channels -> channels`` 3x3 convolution (padding 1) on ``batch x channels x size x size``.
+
+    The decoder's dominant kernel, in the model's dtype and memory format: oneDNN's convolutions can run faster
+    than the BLAS behind ``torch.mm`` (one machine measured 358 GFLOP/s in fp32 convolutions against a 175 GFLOP/s
+    matmul), so a matmul alone is not the machine's peak.
+    """
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    cuda = device.startswith("cuda")
+    channels = channels or (256 if cuda else 128)
+    size = size or 128
+    batch = batch if not cuda else max(batch, 8)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(batch, channels, size, size, generator=generator).to(device=device, dtype=dtype)
+    weight = torch.randn(channels, channels, 3, 3, generator=generator).to(device=device, dtype=dtype)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.inference_mode():
+        for index in range(repeats + 1):
+            _synchronize(device)
+            start = time.perf_counter()
+            torch.nn.functional.conv2d(image, weight, padding=1)
+            _synchronize(device)
+            if index:  # the first call is the warm-up (and oneDNN's kernel selection)
+                best = min(best, time.perf_counter() - start)
+    return 2 * batch * channels * channels * 9 * size * size / best / 1e9
+
+
+PEAK_DTYPES = ("float32", "bfloat16")
+
+
+def measured_peaks(device: str, *, matmul_n: int | None = None, conv_size: int | None = None,
+                   repeats: int = 5) -> dict[str, dict[str, Any]]:
+    """Per dtype: every probe's GFLOP/s (``probes``), the best of them (``measured``) and which one it was."""
+    peaks: dict[str, dict[str, Any]] = {}
+    for dtype in PEAK_DTYPES:
+        probes = {
+            "matmul": matmul_peak_gflops(dtype, device, n=matmul_n, repeats=repeats),
+            "conv3x3_nchw": conv_peak_gflops(dtype, device, channels_last=False, size=conv_size, repeats=repeats),
+            "conv3x3_channels_last": conv_peak_gflops(dtype, device, channels_last=True, size=conv_size,
+                                                      repeats=repeats),
+        }
+        best = max(probes, key=probes.__getitem__)
+        rounded = {k: float(f"{v:.4g}") for k, v in probes.items()}  # significant digits: tiny probes stay > 0
+        peaks[dtype] = {"probes": rounded, "measured": rounded[best], "source": best}
+    return peaks
+
+
+def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
+    """``/proc/cpuinfo`` as one ``{field: value}`` dict per logical processor."""
+    blocks, block = [], {}
+    for line in text.splitlines():
+        if not line.strip():
+            if block:
+                blocks.append(block)
+            block = {}
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            block[key.strip()] = value.strip()
+    if block:
+        blocks.append(block)
+    return blocks
+
+
+def _max_clock_mhz() -> tuple[float | None, str]:
+    """The CPU's maximum clock and where it was read: cpufreq's ``cpuinfo_max_freq``, else lscpu's max MHz."""
+    try:
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000, "cpufreq max"
+    except (OSError, ValueError):
+        pass
+    try:
+        output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in output.splitlines():
+            if line.startswith("CPU max MHz:"):
+                return float(line.split(":", 1)[1]), "lscpu max MHz"
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass
+    return None, ""
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """Instruction-set flags, physical cores usable by this process and the clock, with where each came from.
+
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when None). Without a cpufreq / lscpu maximum the clock is
+    ``/proc/cpuinfo``'s "cpu MHz" (the current or, in a VM, the nominal clock) and ``clock_assumed`` is true.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    blocks = _cpuinfo_blocks(cpuinfo)
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    usable = [b for b in blocks if int(b.get("processor", -1)) in allowed] or blocks
+    # Hyperthreads share their core's vector units: count distinct (socket, core) pairs.
+    cores = len({(b.get("physical id"), b.get("core id", b.get("processor"))) for b in usable}) or len(allowed)
+    flags = sorted(set(usable[0].get("flags", "").split())) if usable else []
+    clock, source = _max_clock_mhz()
+    if clock is None and usable and "cpu MHz" in usable[0]:
+        clock, source = float(usable[0]["cpu MHz"]), "/proc/cpuinfo cpu MHz (current or nominal clock)"
+    return {"flags": flags, "physical_cores": cores, "clock_mhz": clock, "clock_source": source,
+            "clock_assumed": source not in ("cpufreq max", "lscpu max MHz")}
+
+
+def theoretical_peak(flags: Iterable[str], cores: int, clock_mhz: float | None,
+                     fma_units: int | None = None, *, clock_assumed: bool = True) -> dict[str, Any]:
+    """Peak GFLOP/s per dtype = ``cores x clock x FLOP per cycle per core`` from the instruction set.
+
+    Per core and cycle, float32: AVX-512 FMA 16 lanes x 2 FLOP x FMA units; AVX2 FMA 8 x 2 x units; AVX without
+    FMA 8 x 2 (one add and one multiply port); SSE 4 x 2. bfloat16: AMX-BF16 1024 (one tile multiply unit), else
+    AVX512-BF16 ``vdpbf16ps`` 32 x 2 x units, else the float32 figure. ``fma_units`` is 2 unless given: every
+    AVX2 core since Haswell has two, but some AVX-512 parts (Xeon Bronze / Silver, client Ice Lake) have one, and
+    a VM's flags do not say which, so the report marks it an assumption. The clock is the maximum turbo when read
+    from cpufreq; heavy AVX-512 or AMX work runs below it, so the figure is an upper bound.
+    """
+    flags = set(flags)
+    units, units_assumed = (fma_units, False) if fma_units else (2, True)
+    if "avx512f" in flags:
+        fp32, fp32_isa = 16 * 2 * units, f"AVX-512 FMA x {units} units"
+    elif "avx2" in flags and "fma" in flags:
+        fp32, fp32_isa = 8 * 2 * units, f"AVX2 FMA x {units} units"
+    elif "avx" in flags:
+        fp32, fp32_isa, units_assumed = 8 * 2, "AVX (separate add and multiply)", False
+    else:
+        fp32, fp32_isa, units_assumed = 4 * 2, "SSE", False
+    if "amx_bf16" in flags:
+        bf16, bf16_isa = 1024, "AMX-BF16 tile multiply"
+    elif "avx512_bf16" in flags:
+        bf16, bf16_isa = 32 * 2 * units, f"AVX512-BF16 x {units} units"
+    else:
+        bf16, bf16_isa = fp32, f"{fp32_isa}, no bfloat16 instructions"
+    uses_units = {"float32": "units" in fp32_isa, "bfloat16": "units" in bf16_isa}
+    assumptions: dict[str, list[str]] = {}
+    for dtype, needs_units in uses_units.items():
+        assumed = []
+        if clock_assumed:
+            assumed.append("clock: no maximum clock readable (a VM?), the reported one was used; turbo may be higher")
+        if units_assumed and needs_units:
+            assumed.append(f"{units} FMA units per core (not readable from the CPU flags)")
+        assumptions[dtype] = assumed
+    gflops = {d: round(cores * clock_mhz * per_cycle / 1e3, 1) if clock_mhz else None
+              for d, per_cycle in (("float32", fp32), ("bfloat16", bf16))}
+    return {"gflops": gflops, "cores": cores, "clock_mhz": clock_mhz, "flop_per_cycle_per_core":
+            {"float32": fp32, "bfloat16": bf16}, "isa": {"float32": fp32_isa, "bfloat16": bf16_isa},
+            "fma_units": units, "assumptions": assumptions}
+
+
+def _theoretical_for(device: str, threads: int) -> dict[str, Any] | None:
+    """The theoretical peak of the cores the benchmark's threads can use; None on a GPU (not computed)."""
+    if device.startswith("cuda"):
+        return None
+    features = cpu_features()
+    cores = min(features["physical_cores"], threads)
+    peak = theoretical_peak(features["flags"], cores, features["clock_mhz"],
+                            clock_assumed=features["clock_assumed"])
+    peak["clock_source"] = features["clock_source"]
+    return peak
+
+
+def cap_peaks(peaks: dict[str, dict[str, Any]], entries: Iterable[dict[str, Any]],
+              theoretical: Mapping[str, Any] | None = None) -> list[str]:
+    """Set every entry's ``peak_fraction`` (<= 1) and ``theoretical_fraction``; returns notes for the report.
+
+    An entry has ``gflops`` and ``peak_dtype``. The peak used for a dtype (``peaks[dtype]["used"]``) is the
+    measured peak, or the fastest entry's rate where that is higher ("raised_by" names it). A theoretical peak
+    below a measured rate shows a wrong assumption: it is then not used for percentages, and a note says so.
+    """
+    entries = [e for e in entries if "gflops" in e]
+    notes = []
+    for dtype, peak in peaks.items():
+        peak["used"], peak["raised_by"] = peak["measured"], None
+        fastest = max((e for e in entries if e["peak_dtype"] == dtype), key=lambda e: e["gflops"], default=None)
+        if fastest is not None and fastest["gflops"] > peak["measured"]:
+            kind = fastest.get("kind", "inference")
+            name = f"{kind} {fastest['config']} {fastest['size']}px batch {fastest['batch']}"
+            peak["used"], peak["raised_by"] = fastest["gflops"], name
+            notes.append(f"{dtype}: {name} ran at {fastest['gflops']} GFLOP/s, above every probe "
+                         f"(best {peak['measured']}, {peak['source']}); that rate is used as the peak")
+    usable_theory = {}
+    for dtype, peak in peaks.items():
+        value = (theoretical or {}).get("gflops", {}).get(dtype)
+        if value and peak["used"] > value:
+            notes.append(f"{dtype}: measured {peak['used']} GFLOP/s exceeds the theoretical {value}: its clock or "
+                         "FMA-unit assumption is wrong, so no percentage of it is given")
+        elif value:
+            usable_theory[dtype] = value
+    for entry in entries:
+        entry["peak_fraction"] = round(min(1.0, entry["gflops"] / peaks[entry["peak_dtype"]]["used"]), 3)
+        theory = usable_theory.get(entry["peak_dtype"])
+        entry["theoretical_fraction"] = round(entry["gflops"] / theory, 3) if theory else None
+    return notes
 
 
 @functools.lru_cache(maxsize=None)
@@ -502,15 +716,20 @@ def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | 
     info = machine_info(settings.device)
     log(f"tsn benchmark on {info['cpu']} ({info['cores']} cores, {info['threads']} threads, torch {info['torch']})"
         + (f", {info['gpu']}" if info["gpu"] else "") + f"; load average {info.get('load_average_at_start')}")
-    peaks = {d: round(matmul_peak_gflops(d, settings.device), 1) for d in ("float32", "bfloat16")}
-    log(f"matmul peak: {peaks['float32']} GFLOP/s float32, {peaks['bfloat16']} GFLOP/s bfloat16")
+    peaks = measured_peaks(settings.device)
+    theoretical = _theoretical_for(settings.device, info["threads"])
+    for dtype, peak in peaks.items():
+        probes = ", ".join(f"{name} {value}" for name, value in peak["probes"].items())
+        log(f"{dtype} peak probes (GFLOP/s): {probes}" + _theory_text(theoretical, dtype))
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {**asdict(settings), "sizes": list(settings.sizes), "batches": list(settings.batches)},
         "machine": info,
         "model": {"preset": settings.preset, "tasks": names, "parameters": model.num_parameters()},
-        "matmul_peak_gflops": peaks,
+        "matmul_peak_gflops": {dtype: peak["probes"]["matmul"] for dtype, peak in peaks.items()},
+        "peak_gflops": peaks,
+        "theoretical_peak": theoretical,
         "inference": [],
         "training": [],
     }
@@ -519,11 +738,12 @@ def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | 
         onnx_path = _export_for_onnxruntime(model, settings, tmp, log)
         jobs = list(_inference_jobs(settings, tmp, onnx_path, {n: s.channels for n, s in specs.items()}))
         for job in jobs:
-            results["inference"].append(_measure_inference(pool, job, peaks, log))
+            results["inference"].append(_measure_inference(pool, job, log))
         _add_accuracy(results["inference"], tmp, specs, settings.batches[0])
         for config in TRAINING_CONFIGS:
             job = _Job("training", config, settings.train_size, settings.train_batch, settings)
-            results["training"].append(_measure_training(pool, job, peaks, log))
+            results["training"].append(_measure_training(pool, job, log))
+    results["peak_notes"] = cap_peaks(peaks, results["inference"] + results["training"], theoretical)
     _add_ratios(results)
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -549,16 +769,29 @@ def _export_for_onnxruntime(model: Any, settings: BenchmarkSettings, tmp: Path,
         return None
 
 
-def _measure_inference(pool: Any, job: _Job, peaks: dict[str, float], log: Callable) -> dict[str, Any]:
+def _theory_text(theoretical: Mapping[str, Any] | None, dtype: str) -> str:
+    """``"; theoretical T (cores x GHz x FLOP/cycle, ISA; assumptions)"`` for the log, or nothing."""
+    if not theoretical or not theoretical["gflops"][dtype]:
+        return ""
+    assumed = "; ".join(theoretical["assumptions"][dtype])
+    return (f"; theoretical {theoretical['gflops'][dtype]} = {theoretical['cores']} cores x "
+            f"{theoretical['clock_mhz'] / 1e3:.2f} GHz x {theoretical['flop_per_cycle_per_core'][dtype]} FLOP/cycle "
+            f"({theoretical['isa'][dtype]})" + (f" [assumed: {assumed}]" if assumed else ""))
+
+
+def _peak_dtype(options: str) -> str:
+    return "bfloat16" if "bf16" in options else "float32"
+
+
+def _measure_inference(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
     result = pool.apply(_worker, (job,))
     entry = {"config": job.config, "size": job.size, "batch": job.batch, **result}
     if "error" not in result:
         seconds = statistics.median(result["times"])
         gflop = count_gflop(job.settings.preset, job.size, job.batch, "all" if _all_tasks(job.config) else "one")
         gflop *= 1 if _all_tasks(job.config) else len(job.channels)
-        peak = peaks["bfloat16" if "bf16" in result["options"] else "float32"]
         entry.update(seconds=round(seconds, 4), images_per_s=round(job.batch / seconds, 3), gflop=round(gflop, 1),
-                     gflops=round(gflop / seconds, 1), peak_fraction=round(gflop / seconds / peak, 3))
+                     gflops=round(gflop / seconds, 1), peak_dtype=_peak_dtype(result["options"]))
         log(f"  {job.config:<20} {job.size}px batch {job.batch}: {seconds:8.3f} s  "
             f"{entry['gflops']:7.1f} GFLOP/s  peak mem {result['peak_memory_mb']:8.1f} MB")
     else:
@@ -570,17 +803,15 @@ def _all_tasks(config: str) -> bool:
     return config not in ("authors", "onnxruntime")
 
 
-def _measure_training(pool: Any, job: _Job, peaks: dict[str, float], log: Callable) -> dict[str, Any]:
+def _measure_training(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
     result = pool.apply(_worker, (job,))
-    entry = {"config": job.config, "size": job.size, "batch": job.batch, **result}
+    entry = {"kind": "training", "config": job.config, "size": job.size, "batch": job.batch, **result}
     if "error" not in result:
         seconds = statistics.median(result["times"])
         one_step = count_gflop(job.settings.preset, job.size, job.batch,
                                "one" if job.config == "naive" else "all", backward=True)
         gflop = one_step * result["steps_per_call"]
-        peak = peaks["bfloat16" if "bf16" in result["options"] else "float32"]
-        entry.update(gflop=round(gflop, 1), gflops=round(gflop / seconds, 1),
-                     peak_fraction=round(gflop / seconds / peak, 3))
+        entry.update(gflop=round(gflop, 1), gflops=round(gflop / seconds, 1), peak_dtype=_peak_dtype(result["options"]))
         log(f"  train {job.config:<14} {job.size}px batch {job.batch}: {result['task_samples_per_s']:.3f} "
             f"task-samples/s  peak mem {result['peak_memory_mb']:8.1f} MB")
     else:
@@ -635,26 +866,39 @@ def _add_ratios(results: dict[str, Any]) -> None:
     }
 
 
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
 def format_report(results: Mapping[str, Any]) -> str:
-    """The human-readable table printed at the end of a run."""
+    """The human-readable table printed at the end of a run (percentages of peak are at most 100)."""
     lines = ["", f"{'inference':<22}{'size':>6}{'batch':>6}{'seconds':>10}{'img/s':>9}{'GFLOP/s':>9}"
-             f"{'% peak':>8}{'mem MB':>9}{'x authors':>10}"]
+             f"{'% peak':>8}{'% theor':>8}{'mem MB':>9}{'x authors':>10}"]
     for e in results["inference"]:
         if "seconds" not in e:
             lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
             continue
         lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['seconds']:>10.3f}{e['images_per_s']:>9.2f}"
-                     f"{e['gflops']:>9.1f}{100 * e['peak_fraction']:>8.1f}{e['peak_memory_mb']:>9.0f}"
+                     f"{e['gflops']:>9.1f}{_percent(e.get('peak_fraction')):>8}"
+                     f"{_percent(e.get('theoretical_fraction')):>8}{e['peak_memory_mb']:>9.0f}"
                      f"{e.get('speedup_vs_authors', float('nan')):>10.2f}")
-    lines += ["", f"{'training':<22}{'size':>6}{'batch':>6}{'task-samples/s':>16}{'GFLOP/s':>9}{'mem MB':>9}"
-              f"{'x naive':>9}"]
+    lines += ["", f"{'training':<22}{'size':>6}{'batch':>6}{'task-samples/s':>16}{'GFLOP/s':>9}{'% peak':>8}"
+              f"{'mem MB':>9}{'x naive':>9}"]
     for e in results["training"]:
         if "task_samples_per_s" not in e:
             lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
             continue
         lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['task_samples_per_s']:>16.3f}"
-                     f"{e['gflops']:>9.1f}{e['peak_memory_mb']:>9.0f}{e.get('speedup_vs_naive', float('nan')):>9.2f}")
+                     f"{e['gflops']:>9.1f}{_percent(e.get('peak_fraction')):>8}{e['peak_memory_mb']:>9.0f}"
+                     f"{e.get('speedup_vs_naive', float('nan')):>9.2f}")
     lines.append("")
+    theoretical = results.get("theoretical_peak")
+    for dtype, peak in results.get("peak_gflops", {}).items():
+        raised = peak.get("raised_by")
+        source = f"raised to the rate of {raised}" if raised else f"best probe: {peak['source']}"
+        lines.append(f"% peak ({dtype}) is of {peak.get('used', peak['measured'])} GFLOP/s ({source})"
+                     + _theory_text(theoretical, dtype))
+    lines += [f"note: {note}" for note in results.get("peak_notes", [])]
     for name, goal in results.get("goals", {}).items():
         verdict = "met" if goal["met"] else "MISSED"
         lines.append(f"goal {name}: >= {goal['target']}x, measured {goal['measured']}x ({verdict})")

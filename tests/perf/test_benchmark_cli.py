@@ -28,6 +28,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path, capsys) -> None:
     assert results["schema"] == "tsn-benchmark/1"
     assert {"cpu", "cores", "threads", "torch", "onnxruntime"} <= set(results["machine"])
     assert results["matmul_peak_gflops"]["float32"] > 0 and results["matmul_peak_gflops"]["bfloat16"] > 0
+    for dtype, peak in results["peak_gflops"].items():  # the best probe, raised to any faster measured rate
+        assert peak["used"] >= peak["measured"] >= results["matmul_peak_gflops"][dtype]
+        assert f"% peak ({dtype})" in printed
+    assert results["theoretical_peak"]["cores"] >= 1 and isinstance(results["peak_notes"], list)
+    entries = [e for e in results["inference"] + results["training"] if "gflops" in e]
+    assert all(0 < e["peak_fraction"] <= 1 for e in entries)
     inference = {(e["config"], e["batch"]): e for e in results["inference"]}
     assert set(inference) == {(c, b) for c in INFERENCE_CONFIGS for b in (1, 2)} - {("onnxruntime", 2)}
     for entry in inference.values():

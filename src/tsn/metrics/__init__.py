@@ -79,13 +79,15 @@ _BUILDERS: dict[tuple[str, str], _Builder] = {
     ("classes", "mIoU"): _Builder(_segmentation, {"skip_uniform_labels": "skip_uniform_labels"}),
     ("binary", "mIoU"): _Builder(_saliency, {"saliency_thresholds": "thresholds"}),
     ("binary", "odsF"): _Builder(_edges, {"edge_protocol": "protocol", "edge_options": "overrides"}),
-    ("unit_vector", "mErr"): _Builder(_normals, {"normals_bins_per_degree": "bins_per_degree"}),
+    ("unit_vector", "mErr"): _Builder(
+        _normals, {"normals_bins_per_degree": "bins_per_degree", "normals_kept_errors_limit": "kept_errors_limit"}
+    ),
     ("scalar", "rmse"): _Builder(_depth, {"depth_protocol": "protocol"}),
 }
 """Metric builders keyed by ``(TaskSpec.output, TaskSpec.metric)``."""
 
 _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The reference parts evaluator skips images whose label is one value (no person, or all ignored).
+    # The reference parts evaluator skips images whose label is all background or all ignored.
     "human_parts": {"skip_uniform_labels": True},
 }
 """Reference protocol choices that belong to one task rather than to its output kind."""
@@ -99,7 +101,8 @@ def make_metric(spec: TaskSpec, **options: Any) -> TaskMetric:
 
     Options (``None`` = the default), each applied only to the metrics it concerns: ``skip_uniform_labels``
     (segmentation; on by default for human parts), ``saliency_thresholds``, ``edge_protocol``, ``edge_options``
-    (a mapping of :class:`EdgeMetric` overrides), ``normals_bins_per_degree``, ``depth_protocol``
+    (a mapping of :class:`EdgeMetric` overrides), ``normals_bins_per_degree``, ``normals_kept_errors_limit``
+    (memory of the exact normals median), ``depth_protocol``
     (``astmt`` or ``pooled``).
     """
     unknown = sorted(set(options) - METRIC_OPTIONS)

@@ -1,9 +1,22 @@
 """Surface normals: angular error pooled over every valid pixel of every image (the ASTMT / TSNs evaluator).
 
-The median of errors pooled over a whole data set would need every error kept (about a billion on PASCAL-Context
-val), so the errors are counted in a histogram of fine bins instead: the median is the centre of the bin holding
-the middle rank, within half a bin (0.0005 degree with the default 1000 bins per degree) of the exact value. The
-mean, the RMSE and the within-threshold percentages are exact, from running float64 / int64 sums.
+The reference keeps every error and takes ``np.median`` of them all; on PASCAL-Context val that is about half a
+billion float64 values (4 GB). This metric returns the same **exact** median in bounded memory:
+
+* every error is counted in a histogram of fine bins (0.001 degree by default, 1.4 MB), which locates the bin
+  holding each middle rank exactly;
+* the errors themselves are kept only inside a *window* of bins around the running median. While the kept errors
+  fit in ``kept_errors_limit`` the window is every bin; when they outgrow it, the window shrinks to the bins around
+  the current middle rank. A window only ever shrinks, so each bin inside it has kept every error that fell in it.
+* ``compute()`` takes the middle ranks' bins from the histogram and, when they lie inside the window, selects the
+  exact order statistics among the kept errors of that window (``np.partition``), then averages the two middle ones
+  as ``np.median`` does. ``median_exact`` says so.
+
+Only if the data drift so far that the final middle rank falls outside the window (the window holds the central
+``kept_errors_limit`` errors, so this needs the median to move by that many ranks after the window last shrank)
+does the median fall back to the bin centre, within half a bin (``median_resolution / 2``) of the exact value, with
+``median_exact`` false. Mean, RMSE and within-threshold percentages pool all pixels as the reference does, from
+float64 / int64 running sums.
 """
 
 from __future__ import annotations
@@ -19,6 +32,9 @@ __all__ = ["WITHIN_DEGREES", "NormalsMetric", "angular_error"]
 WITHIN_DEGREES: tuple[float, ...] = (11.25, 22.5, 30.0)
 """Thresholds (degrees) of the ``within_*`` scores: percentage of pixels whose error is strictly below each."""
 
+KEPT_ERRORS_LIMIT = 2**24
+"""Default number of float64 errors kept for the exact median (128 MB; the whole synthetic val set fits)."""
+
 _EPS = 1e-12
 
 
@@ -27,15 +43,30 @@ class NormalsMetric:
 
     A label pixel is valid when its vector is non-zero and not the ``ignore_index`` triplet; images without a valid
     pixel (all-zero labels) are skipped, as the reference does. Both vectors are L2-normalised (eps 1e-12) before
-    ``degrees(arccos(clip(dot, -1, 1)))``. Results: ``mErr`` (headline), ``median``, ``rmse``, ``within_11.25``,
-    ``within_22.5``, ``within_30`` (percent), ``n_pixels``, ``n_images``, ``n_skipped``, ``median_resolution``.
+    ``degrees(arccos(clip(dot, -1, 1)))``. Results: ``mErr`` (headline), ``median`` (exact, see the module
+    docstring), ``rmse``, ``within_11.25``, ``within_22.5``, ``within_30`` (percent), ``n_pixels``, ``n_images``,
+    ``n_skipped``, ``median_exact`` and ``median_resolution`` (0 when exact, else the histogram's bin width).
+
+    Args:
+        ignore_index: label value of ignored pixels (all three channels).
+        bins_per_degree: histogram resolution; it sets the fallback median's precision and the window's grain.
+        kept_errors_limit: how many errors may be kept for the exact median before the window shrinks.
     """
 
-    def __init__(self, *, ignore_index: int = IGNORE_INDEX, bins_per_degree: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        ignore_index: int = IGNORE_INDEX,
+        bins_per_degree: int = 1000,
+        kept_errors_limit: int = KEPT_ERRORS_LIMIT,
+    ) -> None:
         if bins_per_degree < 1:
             raise TsnError(f"bins_per_degree must be a positive integer, got {bins_per_degree}")
+        if kept_errors_limit < 2:
+            raise TsnError(f"kept_errors_limit must be at least 2, got {kept_errors_limit}")
         self.ignore_index = ignore_index
         self.bins_per_degree = int(bins_per_degree)
+        self.kept_errors_limit = int(kept_errors_limit)
         self.reset()
 
     def reset(self) -> None:
@@ -46,6 +77,11 @@ class NormalsMetric:
         self._n_pixels = 0
         self._n_images = 0
         self._n_skipped = 0
+        # Every error whose bin lies in [_window_low, _window_high] is kept (complete bins); none outside it.
+        self._window_low, self._window_high = 0, self._histogram.size - 1
+        self._kept: list[np.ndarray] = []
+        self._n_kept = 0
+        self._shrink_above = self.kept_errors_limit
 
     def update(self, pred: ArrayLike, label: ArrayLike) -> None:
         """Add one image: ``pred`` ``3 x H x W`` vectors, ``label`` ``3 x H x W`` or ``H x W x 3`` vectors."""
@@ -58,6 +94,7 @@ class NormalsMetric:
         errors = angular_error(pred, label)[valid]
         bins = np.minimum((errors * self.bins_per_degree).astype(np.int64), self._histogram.size - 1)
         self._histogram += np.bincount(bins, minlength=self._histogram.size)
+        self._keep(errors, bins)
         self._within += (errors[None, :] < np.asarray(WITHIN_DEGREES)[:, None]).sum(axis=1)
         self._sum += float(errors.sum())
         self._sum_sq += float(np.square(errors).sum())
@@ -67,27 +104,70 @@ class NormalsMetric:
     def compute(self) -> MetricResult:
         n = self._n_pixels
         nan = float("nan")
+        median, exact = self._median() if n else (nan, True)
         result: MetricResult = {
             "mErr": self._sum / n if n else nan,
-            "median": self._histogram_median() if n else nan,
+            "median": median,
             "rmse": float(np.sqrt(self._sum_sq / n)) if n else nan,
         }
         for threshold, count in zip(WITHIN_DEGREES, self._within):
-            result[f"within_{threshold:g}"] = 100.0 * float(count) / n if n else nan
+            # The reference's np.mean(err < t) * 100: the fraction first, then x100 (same rounding).
+            result[f"within_{threshold:g}"] = float(count) / n * 100.0 if n else nan
         result.update(
             n_pixels=n,
             n_images=self._n_images,
             n_skipped=self._n_skipped,
-            median_resolution=1.0 / self.bins_per_degree,
+            median_exact=exact,
+            median_resolution=0.0 if exact else 1.0 / self.bins_per_degree,
         )
         return result
 
-    def _histogram_median(self) -> float:
-        """numpy's median (mean of the two middle ranks), each rank read as the centre of its bin."""
+    # ------------------------------------------------------------------------------------------- exact median
+    def _keep(self, errors: np.ndarray, bins: np.ndarray) -> None:
+        """Keep the errors that fall in the window; shrink the window when they outgrow the limit."""
+        if self._window_low > self._window_high:  # the window is empty: exactness was given up
+            return
+        inside = (bins >= self._window_low) & (bins <= self._window_high)
+        kept = errors[inside]
+        if kept.size:
+            self._kept.append(kept)
+            self._n_kept += kept.size
+        if self._n_kept > self._shrink_above:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Narrow the window to the bins around the current middle rank, keeping about half the limit."""
+        kept = np.concatenate(self._kept)
         cumulative = np.cumsum(self._histogram)
-        middle = np.array([(self._n_pixels - 1) // 2, self._n_pixels // 2])
-        bins = np.searchsorted(cumulative, middle, side="right")
-        return float((bins + 0.5).mean() / self.bins_per_degree)
+        n_seen = int(cumulative[-1])  # the histogram already counts the current image
+        middle = (n_seen - 1) // 2
+        half = self.kept_errors_limit // 4
+        low_rank, high_rank = max(0, middle - half), min(n_seen - 1, middle + half)
+        low, high = np.searchsorted(cumulative, [low_rank, high_rank], side="right")
+        # Stay inside the old window: a bin outside it has lost errors and can never be made complete again.
+        low, high = max(int(low), self._window_low), min(int(high), self._window_high)
+        self._window_low, self._window_high = low, high
+        if low > high:
+            self._kept, self._n_kept = [], 0
+            return
+        kept_bins = np.minimum((kept * self.bins_per_degree).astype(np.int64), self._histogram.size - 1)
+        kept = kept[(kept_bins >= low) & (kept_bins <= high)]
+        self._kept, self._n_kept = [kept], kept.size
+        # A window of a few crowded bins may still hold more than the limit; do not re-shrink on every image.
+        self._shrink_above = max(self.kept_errors_limit, 2 * kept.size)
+
+    def _median(self) -> tuple[float, bool]:
+        """numpy's median (mean of the two middle ranks) and whether it is exact (else bin centres)."""
+        cumulative = np.cumsum(self._histogram)
+        ranks = np.array([(self._n_pixels - 1) // 2, self._n_pixels // 2])
+        bins = np.searchsorted(cumulative, ranks, side="right")
+        if self._window_low <= bins.min() and bins.max() <= self._window_high:
+            below = int(cumulative[self._window_low - 1]) if self._window_low else 0
+            kept = np.concatenate(self._kept)
+            kept_ranks = ranks - below
+            values = np.partition(kept, kept_ranks)[kept_ranks]
+            return float(values.mean()), True
+        return float((bins + 0.5).mean() / self.bins_per_degree), False
 
 
 def angular_error(pred: np.ndarray, label: np.ndarray) -> np.ndarray:

@@ -17,6 +17,9 @@ from tsn.tasks import IGNORE_INDEX
 
 __all__ = ["SegmentationMetric"]
 
+BACKGROUND = 0
+"""Class id of the background, the only class whose image-wide label the reference parts evaluator skips."""
+
 
 class SegmentationMetric:
     """mIoU and pixel accuracy of class-index maps.
@@ -24,8 +27,10 @@ class SegmentationMetric:
     Args:
         num_classes: ``K``; labels and predictions must lie in ``0..K-1`` (labels may also be ``ignore_index``).
         ignore_index: label value of pixels that are not scored.
-        skip_uniform_labels: skip images whose label holds a single value (all background or all ignored), as the
-            reference human-parts evaluator does.
+        skip_uniform_labels: skip images whose label is background everywhere (class 0) or ignored everywhere, as
+            the reference human-parts evaluator does (its parts-only data set has no person-free image, so these
+            are images whose person has no labelled part). A label that is one *other* class everywhere, or that
+            mixes background and ignored pixels, is still scored, as there.
         class_names: optional names, copied into the result next to the per-class IoU.
 
     Results are fractions in ``[0, 1]`` (papers print them x100): ``mIoU`` (headline), ``pixel_acc``, ``IoU``
@@ -61,7 +66,7 @@ class SegmentationMetric:
         label = single_map(label, "segmentation label")
         pred = single_map(pred, "segmentation prediction")
         check_same_shape(pred, label, "segmentation")
-        if self.skip_uniform_labels and (label.size == 0 or label.min() == label.max()):
+        if self.skip_uniform_labels and self._is_background_or_ignored_only(label):
             self._n_skipped += 1
             return
         valid = label != self.ignore_index
@@ -70,6 +75,13 @@ class SegmentationMetric:
         k = self.num_classes
         self._confusion += np.bincount(truth * k + guess, minlength=k * k).reshape(k, k)
         self._n_images += 1
+
+    def _is_background_or_ignored_only(self, label: np.ndarray) -> bool:
+        """The reference's skip rule: the label's only value is background (0) or the ignore index."""
+        if label.size == 0:
+            return False
+        value = label.flat[0]
+        return bool(value in (BACKGROUND, self.ignore_index) and (label == value).all())
 
     def _class_ids(self, values: np.ndarray, what: str) -> np.ndarray:
         """``values`` as int64 class ids, refusing ids outside ``0..K-1`` (usually a wrong class count)."""

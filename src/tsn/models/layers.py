@@ -138,23 +138,30 @@ class AdaINConvBlock(nn.Module):
         return F.leaky_relu(modulate(self.norm(self.conv(x)), scale, shift), self.negative_slope)
 
 
-def channel_pool_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
-    """``out x in`` averaging matrix equal to ``adaptive_avg_pool`` over the channel axis.
+def channel_pool_matrix(in_channels: int, out_channels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``out x in`` averaging matrix equal to ``adaptive_avg_pool`` over the channel axis, in ``dtype``.
 
     Group ``i`` averages input channels ``floor(i * C / c) .. ceil((i + 1) * C / c) - 1`` (the authors' way of
-    reading a task with ``c`` channels out of the shared ``C``-channel output layer).
+    reading a task with ``c`` channels out of the shared ``C``-channel output layer). The weights ``1 / size`` are
+    built in float64 and rounded once into ``dtype``: a float32 matrix widened to float64 would carry 1/3 with a
+    1e-8 error into every float64 result.
     """
-    matrix = torch.zeros(out_channels, in_channels)
+    matrix = torch.zeros(out_channels, in_channels, dtype=torch.float64)
     for i in range(out_channels):
         start = (i * in_channels) // out_channels
         end = -((-(i + 1) * in_channels) // out_channels)
         matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+    return matrix.to(dtype)
 
 
 def pool_channels(x: torch.Tensor, out_channels: int) -> torch.Tensor:
-    """Average groups of channels of ``x`` (N x C x H x W) down to ``out_channels``; identity when equal."""
+    """Average groups of channels of ``x`` (N x C x H x W) down to ``out_channels``; identity when equal.
+
+    A matrix product rather than ``adaptive_avg_pool3d`` over channels: the same values to a few float64 ulps
+    (one rounding of each weight, see :func:`channel_pool_matrix`), several times faster on a CPU, and it exports
+    to ONNX for any channel counts.
+    """
     if x.shape[1] == out_channels:
         return x
-    matrix = channel_pool_matrix(x.shape[1], out_channels).to(dtype=x.dtype, device=x.device)
+    matrix = channel_pool_matrix(x.shape[1], out_channels, dtype=x.dtype).to(device=x.device)
     return torch.einsum("oc,nchw->nohw", matrix, x)
