@@ -41,7 +41,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 from tqdm import tqdm
 
 from tsn.errors import TsnError
@@ -253,19 +253,45 @@ def thin_edges(mask: np.ndarray) -> np.ndarray:
 
     scikit-image re-examines every pixel of the image in each sub-iteration; here a pixel is only re-examined when
     a neighbour was deleted since the last sub-iteration that used the same table (any other pixel would get the
-    same answer as then). That visits a few pixels per curve instead of the whole image, 3 to 6 times faster on
-    thresholded edge maps, which matters at 99 thresholds per image.
+    same answer as then). That visits a few pixels per curve instead of the whole image, which matters at 99
+    thresholds per image. The pixels to re-examine are de-duplicated with a stamp map (each flat index remembers
+    the last position that wrote it), linear time where ``np.unique`` would sort.
     """
     padded = np.pad(np.asarray(mask, dtype=bool), 1).astype(np.uint8)  # zero frame, as skimage's 'constant' mode
     flat = padded.ravel()
     width = padded.shape[1]
     neighbours = np.array([1, 1 - width, -width, -width - 1, -1, width - 1, width, width + 1])
     candidates = np.flatnonzero(flat)
+    stamp = np.empty(flat.size, dtype=np.int64)
     recent: list[np.ndarray] = []  # deletions of the last two sub-iterations
     for step in itertools.count():
         if step >= 2:
             changed = np.concatenate(recent)
             if changed.size == 0:  # a fixed point of both tables: skimage's loop would stop here too
+                break
+            around = (changed[:, None] + neighbours).ravel()
+            around = around[flat[around] == 1]
+            stamp[around] = np.arange(around.size)
+            candidates = around[stamp[around] == np.arange(around.size)]  # each pixel once: its last write
+        codes = np.packbits(flat[candidates[:, None] + neighbours], axis=1, bitorder="little")[:, 0]
+        deleted = candidates[_THINNING_TABLES[step % 2][codes]]
+        flat[deleted] = 0
+        recent = [*recent[-1:], deleted]
+    return padded[1:-1, 1:-1].astype(bool)
+
+
+def _thin_edges_reference(mask: np.ndarray) -> np.ndarray:
+    """:func:`thin_edges` as first written (``np.unique`` de-duplication): the reference of the speed benchmark."""
+    padded = np.pad(np.asarray(mask, dtype=bool), 1).astype(np.uint8)
+    flat = padded.ravel()
+    width = padded.shape[1]
+    neighbours = np.array([1, 1 - width, -width, -width - 1, -1, width - 1, width, width + 1])
+    candidates = np.flatnonzero(flat)
+    recent: list[np.ndarray] = []
+    for step in itertools.count():
+        if step >= 2:
+            changed = np.concatenate(recent)
+            if changed.size == 0:
                 break
             around = np.unique((changed[:, None] + neighbours).ravel())
             candidates = around[flat[around] == 1]
@@ -369,15 +395,171 @@ def _match(pred_pixels: np.ndarray, gt_index: np.ndarray, disc: _Disc) -> tuple[
     # Only pixels with a candidate partner enter the graph; the others can never match.
     pred_ids, pred_node = np.unique(pred_rank, return_inverse=True)
     gt_ids, gt_node = np.unique(candidates[pred_rank, step], return_inverse=True)
-    n_pred, n_gt, n_pairs = pred_ids.size, gt_ids.size, pred_rank.size
+    pred_match, gt_match = _solve_augmented(pred_node, gt_node, disc.costs[step], pred_ids.size, gt_ids.size, disc)
+    return pred_ids[pred_match], gt_ids[gt_match]
+
+
+def _solve_augmented(
+    pred_node: np.ndarray, gt_node: np.ndarray, pair_costs: np.ndarray, n_pred: int, n_gt: int, disc: _Disc
+) -> tuple[np.ndarray, np.ndarray]:
+    """The min-cost perfect matching of :func:`_match`'s augmented graph: matched (prediction, truth) nodes."""
+    n_pairs = pred_node.size
     rows = np.concatenate([pred_node, np.arange(n_pred), n_pred + np.arange(n_gt), n_pred + gt_node])
     cols = np.concatenate([gt_node, n_gt + np.arange(n_pred), np.arange(n_gt), n_gt + pred_node])
-    costs = np.concatenate([disc.costs[step], np.full(n_pred + n_gt, disc.outlier_cost), np.ones(n_pairs)])
+    costs = np.concatenate([pair_costs, np.full(n_pred + n_gt, disc.outlier_cost), np.ones(n_pairs)])
     size = n_pred + n_gt
     graph = csr_matrix((costs, (rows, cols)), shape=(size, size))
     row_node, col_node = min_weight_full_bipartite_matching(graph)
     real = (row_node < n_pred) & (col_node < n_gt)
-    return pred_ids[row_node[real]], gt_ids[col_node[real]]
+    return row_node[real], col_node[real]
+
+
+_BATCH_NODES = 512
+"""Small components are solved together up to this many nodes: one solver call, scans still short."""
+
+
+class _TruthMatcher:
+    """One ground truth of an image, matched against the prediction at every threshold with :func:`_match`'s result.
+
+    Built once per image: the rank map of the true pixels, the map of pixels within ``r`` of one (a predicted
+    pixel elsewhere has no partner and never enters the graph), and a cache of solved components.
+
+    Per threshold the pair graph is split into connected components, which are independent assignment problems.
+    scipy's LAPJVsp touches only the rows and columns of one component when it augments from a row of it, scans
+    them in index order, and keeps no state between components (checked in ``tests/metrics/test_edges_fast.py``
+    against the whole-graph solve), so solving a union of whole components with their nodes in the same relative
+    order returns exactly the pairs the whole graph gives. Its Dijkstra step scans every column of the graph it
+    is given, so smaller solves scan less. Two kinds of components need no solver:
+    one predicted pixel (it is matched: a pair costs less than two outliers) and, when only counts matter, one
+    true pixel (exactly one of its predicted pixels is matched; which one matters only with several ground truths,
+    and then it is the unique cheapest, or the component goes to the solver). A component whose pixels are the
+    same as at an earlier threshold has the same graph, hence the same solution: it is looked up, not solved.
+    """
+
+    def __init__(self, truth: np.ndarray, disc: _Disc) -> None:
+        self.disc = disc
+        self.index = disc.index_map(truth)
+        self.near = np.zeros(self.index.size, dtype=bool)
+        self.near[(disc.flat_pixels(truth)[:, None] + disc.steps).ravel()] = True
+        self.solved: dict[tuple[bytes, bytes], np.ndarray] = {}
+
+    def match(self, pixels: np.ndarray, which: bool) -> tuple[np.ndarray | None, int]:
+        """(positions in ``pixels`` of the matched predicted pixels, or None unless ``which``; number of pairs)."""
+        disc = self.disc
+        close = np.flatnonzero(self.near[pixels])
+        if close.size == 0:
+            return (np.empty(0, np.intp) if which else None), 0
+        candidates = self.index[pixels[close][:, None] + disc.steps]
+        pred_node, step = np.nonzero(candidates >= 0)  # every close pixel has a partner: nodes = 0 .. close.size-1
+        gt_ids, gt_node = np.unique(candidates[pred_node, step], return_inverse=True)
+        pair_costs = disc.costs[step]
+        n_pred, n_gt = close.size, gt_ids.size
+        n_components, component = connected_components(
+            csr_matrix((np.ones(pred_node.size, bool), (pred_node, n_pred + gt_node)), shape=(n_pred + n_gt,) * 2),
+            directed=False,
+        )
+        pred_component, gt_component = component[:n_pred], component[n_pred:]
+        preds_in = np.bincount(pred_component, minlength=n_components)
+        gts_in = np.bincount(gt_component, minlength=n_components)
+        matched = np.zeros(n_pred, dtype=bool)
+        one_pred = preds_in == 1
+        matched[one_pred[pred_component]] = True
+        n_pairs = int(np.count_nonzero(one_pred))
+        star = (gts_in == 1) & ~one_pred  # one true pixel, several predicted ones: exactly one pair
+        if which and np.any(star):
+            # Each predicted pixel of a star has one pair; the cheapest is matched when it is the only cheapest.
+            in_star = np.flatnonzero(star[pred_component[pred_node]])
+            star_of = pred_component[pred_node[in_star]]
+            cheapest = np.full(n_components, np.inf)
+            np.minimum.at(cheapest, star_of, pair_costs[in_star])
+            at_min = pair_costs[in_star] == cheapest[star_of]
+            unique = np.bincount(star_of[at_min], minlength=n_components) == 1
+            matched[pred_node[in_star[at_min & unique[star_of]]]] = True
+            star &= unique
+        n_pairs += int(np.count_nonzero(star))
+        hard = np.flatnonzero(~one_pred & ~star)
+        if hard.size:
+            n_pairs += self._solve(
+                hard, n_components, pred_component, gt_component, pred_node, gt_node, pair_costs,
+                pixels[close], gt_ids, matched,
+            )
+        return (close[matched] if which else None), n_pairs
+
+    def _solve(
+        self,
+        hard: np.ndarray,
+        n_components: int,
+        pred_component: np.ndarray,
+        gt_component: np.ndarray,
+        pred_node: np.ndarray,
+        gt_node: np.ndarray,
+        pair_costs: np.ndarray,
+        close_pixels: np.ndarray,
+        gt_ids: np.ndarray,
+        matched: np.ndarray,
+    ) -> int:
+        """Solve (or look up) the components ``hard``; mark their matched predicted nodes; return their pairs."""
+        pred_order = np.argsort(pred_component, kind="stable")  # nodes of a component stay in increasing order
+        gt_order = np.argsort(gt_component, kind="stable")
+        pred_start = np.searchsorted(pred_component[pred_order], np.arange(n_components + 1))
+        gt_start = np.searchsorted(gt_component[gt_order], np.arange(n_components + 1))
+        n_pairs = 0
+        pending: list[tuple[int, tuple[bytes, bytes]]] = []
+        for c in hard.tolist():
+            preds = pred_order[pred_start[c] : pred_start[c + 1]]
+            key = (close_pixels[preds].tobytes(), gt_ids[gt_order[gt_start[c] : gt_start[c + 1]]].tobytes())
+            offsets = self.solved.get(key)
+            if offsets is None:
+                pending.append((c, key))
+            else:
+                matched[preds[offsets]] = True
+                n_pairs += offsets.size
+        batch: list[tuple[int, tuple[bytes, bytes]]] = []
+        size = 0
+        for item in pending:
+            c = item[0]
+            batch.append(item)
+            size += pred_start[c + 1] - pred_start[c] + gt_start[c + 1] - gt_start[c]
+            if size >= _BATCH_NODES or item is pending[-1]:
+                n_pairs += self._solve_batch(
+                    batch, n_components, pred_component, gt_component, pred_node, gt_node, pair_costs,
+                    pred_order, pred_start, matched,
+                )
+                batch, size = [], 0
+        return n_pairs
+
+    def _solve_batch(
+        self,
+        batch: list[tuple[int, tuple[bytes, bytes]]],
+        n_components: int,
+        pred_component: np.ndarray,
+        gt_component: np.ndarray,
+        pred_node: np.ndarray,
+        gt_node: np.ndarray,
+        pair_costs: np.ndarray,
+        pred_order: np.ndarray,
+        pred_start: np.ndarray,
+        matched: np.ndarray,
+    ) -> int:
+        """One solver call on a union of whole components, nodes renumbered in their original order."""
+        chosen = np.zeros(n_components, dtype=bool)
+        chosen[[c for c, _ in batch]] = True
+        pred_keep, gt_keep = chosen[pred_component], chosen[gt_component]
+        pred_new = np.cumsum(pred_keep) - 1
+        gt_new = np.cumsum(gt_keep) - 1
+        pairs = pred_keep[pred_node]
+        pred_local = np.flatnonzero(pred_keep)
+        pred_match, _ = _solve_augmented(
+            pred_new[pred_node[pairs]], gt_new[gt_node[pairs]], pair_costs[pairs],
+            pred_local.size, int(np.count_nonzero(gt_keep)), self.disc,
+        )
+        won = np.zeros(matched.size, dtype=bool)
+        won[pred_local[pred_match]] = True
+        matched |= won
+        for c, key in batch:
+            preds = pred_order[pred_start[c] : pred_start[c + 1]]
+            self.solved[key] = np.flatnonzero(won[preds])
+        return int(pred_match.size)
 
 
 def correspond_pixels(
@@ -454,7 +636,9 @@ def edge_counts(
     soft = _soft_map(pred, protocol)
     truths = _ground_truths(gt, soft, protocol)
     disc = _Disc(soft.shape, protocol.max_dist)
-    indices = [disc.index_map(truth) for truth in truths]
+    matchers = [_TruthMatcher(truth, disc) for truth in truths]
+    # With one ground truth cntP == cntR: which predicted pixels are matched does not matter, only how many.
+    which = len(matchers) > 1
     sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
     counts = np.zeros((len(protocol.thresholds), 4), dtype=np.int64)
     previous: np.ndarray | None = None
@@ -467,6 +651,44 @@ def edge_counts(
         previous = binary
         if protocol.thin_prediction:
             binary = thin_edges(binary)
+        pixels = disc.flat_pixels(binary)
+        matched_pred = np.zeros(pixels.size, dtype=bool)
+        cnt_r = 0
+        for matcher in matchers:
+            positions, n_pairs = matcher.match(pixels, which)
+            if positions is not None:
+                matched_pred[positions] = True
+            cnt_r += n_pairs
+        counts[k] = (cnt_r, sum_r, np.count_nonzero(matched_pred) if which else cnt_r, pixels.size)
+    return counts
+
+
+
+def _edge_counts_reference(
+    pred: ArrayLike, gt: ArrayLike | Sequence[ArrayLike], protocol: str | EdgeProtocol = "mtl-survey"
+) -> np.ndarray:
+    """:func:`edge_counts` as first written: one solver call on the whole pair graph per threshold and ground truth.
+
+    Kept as the reference the fast path is tested against (``tests/metrics/test_edges_fast.py``) and timed
+    against (``benchmarks/bench_edges.py``); same counts, 3-4 times slower on dense maps.
+    """
+    protocol = get_protocol(protocol)
+    soft = _soft_map(pred, protocol)
+    truths = _ground_truths(gt, soft, protocol)
+    disc = _Disc(soft.shape, protocol.max_dist)
+    indices = [disc.index_map(truth) for truth in truths]
+    sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
+    counts = np.zeros((len(protocol.thresholds), 4), dtype=np.int64)
+    previous: np.ndarray | None = None
+    for k, threshold in enumerate(protocol.thresholds):
+        binary = soft >= threshold if protocol.comparison == ">=" else soft > threshold
+        # Thresholds often fall between two levels of a quantised map: same mask, same counts.
+        if previous is not None and np.array_equal(binary, previous):
+            counts[k] = counts[k - 1]
+            continue
+        previous = binary
+        if protocol.thin_prediction:
+            binary = _thin_edges_reference(binary)
         pixels = disc.flat_pixels(binary)
         matched_pred = np.zeros(pixels.size, dtype=bool)
         cnt_r = 0
@@ -607,7 +829,7 @@ class EdgeMetric:
     ``pred``: float ``H x W`` probabilities in [0, 1] or a uint8 PNG array (read as ``value / 255``, exactly
     what seism sees from a saved prediction). ``gt``: a binary boundary map, or a list of them; for PASCAL-Context
     use :func:`seism_ground_truth` of the ``LabelMap``. Each update matches the image at every threshold
-    (about a second for a 500 x 375 image on one core), so large runs should use :func:`evaluate_edge_folder`.
+    (up to a second for a 500 x 375 image on one core), so large runs should use :func:`evaluate_edge_folder`.
     """
 
     def __init__(self, protocol: str | EdgeProtocol = "mtl-survey", **overrides: Any) -> None:

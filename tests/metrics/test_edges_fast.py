@@ -1,0 +1,132 @@
+"""The fast edge-count path (per-component matching, stamp-deduplicated thinning) against the path it replaced.
+
+``edges._edge_counts_reference`` is the first implementation (one LAPJVsp call on the whole pair graph per
+threshold and ground truth, ``np.unique`` thinning); every count of the fast path must equal it exactly, including
+ties (quantised maps, equidistant pixels, duplicated annotators), empty maps and several ground truths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from skimage.morphology import thin
+
+from tsn.metrics import edges
+from tsn.metrics.edges import bsds_thresholds, edge_counts, get_protocol, load_bsds_ground_truth, seism_ground_truth
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("TSN_SHARED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
+
+
+BSDS_SAMPLE = _shared_dir() / "benchmarks" / "bsds500_sample"
+FEW_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
+
+
+def _assert_same_counts(pred, gt, protocol) -> None:
+    np.testing.assert_array_equal(edge_counts(pred, gt, protocol), edges._edge_counts_reference(pred, gt, protocol))
+
+
+def _label_map(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Random blobs: a label map with curved, touching regions."""
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 3)
+    return np.digitize(noise, np.quantile(noise, [0.25, 0.5, 0.75]))
+
+
+def _network_like(gt: np.ndarray, seed: int) -> np.ndarray:
+    """A sigmoid-like soft map: a blurred, shifted copy of the truth over smooth noise that is above 0.01 almost
+    everywhere (low thresholds give large blobs), quantised to uint8 like a saved PNG."""
+    rng = np.random.default_rng(seed)
+    ridge = ndimage.gaussian_filter(np.roll(gt.astype(float), 1, axis=0), 1.2)
+    logits = -4 + 30 * ridge + 2 * ndimage.gaussian_filter(rng.standard_normal(gt.shape), 2) * 3
+    return (255 / (1 + np.exp(-logits))).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_network_like_maps_one_and_several_truths(seed: int) -> None:
+    labels = _label_map((72, 96), seed)
+    gt = seism_ground_truth(labels)
+    pred = _network_like(gt, seed)
+    # All 99 thresholds once; a spread of 10 (low ones included: the large blobs) for the other seeds.
+    _assert_same_counts(pred, gt, "mtl-survey" if seed == 0 else get_protocol("mtl-survey", thresholds=FEW_THRESHOLDS))
+    # Several annotators, one a duplicate (every match ties between them) and one shifted by a pixel.
+    annotators = [gt, gt.copy(), np.roll(gt, 1, axis=1)]
+    _assert_same_counts(pred, annotators, get_protocol("bsds", thresholds=FEW_THRESHOLDS))
+    _assert_same_counts(pred, gt, get_protocol("astmt", thresholds=FEW_THRESHOLDS))
+
+
+def test_random_quantised_maps_full_of_ties() -> None:
+    rng = np.random.default_rng(7)
+    for levels in (3, 17):
+        pred = (rng.integers(0, levels, (40, 56)) * (255 // (levels - 1))).astype(np.uint8)
+        gts = [rng.random((40, 56)) < 0.08, rng.random((40, 56)) < 0.2]
+        _assert_same_counts(pred, gts[0], get_protocol("mtl-survey", thresholds=FEW_THRESHOLDS))
+        _assert_same_counts(pred, gts, get_protocol("bsds", thresholds=FEW_THRESHOLDS, max_dist=0.03))
+
+
+def test_structured_maps_with_equidistant_pixels() -> None:
+    shape = (30, 40)
+    gt = np.zeros(shape, bool)
+    gt[10, 5:30] = gt[20, 5:30] = True  # two parallel truths, a predicted line halfway between them
+    pred = np.zeros(shape)
+    pred[15, 3:35] = 0.8
+    pred[12:19, 20] = 0.6  # a crossing stroke: stars and shared true pixels
+    pred[5, 5] = 1.0  # a lone pixel near one end
+    for max_dist in (0.05, 0.1, 0.2):
+        _assert_same_counts(pred, gt, get_protocol("mtl-survey", thresholds=FEW_THRESHOLDS, max_dist=max_dist))
+        _assert_same_counts(pred, [gt, gt[::-1]], get_protocol("bsds", thresholds=FEW_THRESHOLDS, max_dist=max_dist))
+
+
+def test_empty_maps() -> None:
+    gt = seism_ground_truth(_label_map((32, 32), 3))
+    protocol = get_protocol("mtl-survey", thresholds=FEW_THRESHOLDS)
+    _assert_same_counts(np.zeros((32, 32)), gt, protocol)  # nothing predicted
+    _assert_same_counts(np.ones((32, 32)), np.zeros((32, 32), bool), protocol)  # nothing to find
+    _assert_same_counts(np.zeros((32, 32)), [np.zeros((32, 32), bool)] * 2, protocol)
+    far = np.zeros((32, 32))
+    far[0, 0] = 1.0  # predicted pixels, none within reach of a true one
+    _assert_same_counts(far, np.pad(np.ones((4, 4), bool), ((20, 8), (20, 8))), protocol)
+
+
+def test_component_solver_returns_the_whole_graph_pairs() -> None:
+    """Solving whole components separately (and reusing solved ones) picks exactly the predicted pixels that one
+    LAPJVsp call on the whole graph picks, ties included: the basis of identical multi-annotator counts."""
+    gt = seism_ground_truth(_label_map((64, 80), 5))
+    pred = _network_like(gt, 5) / 255.0
+    disc = edges._Disc(gt.shape, 0.02)
+    matcher = edges._TruthMatcher(gt, disc)
+    for threshold in (0.02, 0.1, 0.1, 0.4, 0.8):  # 0.1 twice: the second time every component is looked up
+        pixels = disc.flat_pixels(thin(pred >= threshold))
+        positions, n_pairs = matcher.match(pixels, which=True)
+        whole_pred, whole_gt = edges._match(pixels, disc.index_map(gt), disc)
+        np.testing.assert_array_equal(np.sort(positions), np.sort(whole_pred))
+        assert n_pairs == whole_gt.size
+        assert matcher.match(pixels, which=False) == (None, n_pairs)
+
+
+def test_thin_edges_equals_reference_and_skimage_on_dense_thresholds() -> None:
+    soft = ndimage.gaussian_filter(np.random.default_rng(4).random((60, 70)), 1.5)
+    for threshold in np.quantile(soft, [0.05, 0.3, 0.6, 0.9]):
+        mask = soft >= threshold
+        np.testing.assert_array_equal(edges.thin_edges(mask), thin(mask))
+        np.testing.assert_array_equal(edges._thin_edges_reference(mask), thin(mask))
+
+
+@pytest.mark.skipif(not BSDS_SAMPLE.is_dir(), reason="BSDS500 sample not found (../shared/benchmarks/bsds500_sample)")
+def test_bsds_sample_counts_equal_the_reference() -> None:
+    """Full-size BSDS images (5 annotators; a dense 1-annotator variant) at 11 of the 99 BSDS thresholds."""
+    thresholds = bsds_thresholds(99)[::9]
+    pred = np.asarray(Image.open(BSDS_SAMPLE / "png" / "2018.png"))
+    gts = load_bsds_ground_truth(BSDS_SAMPLE / "groundTruth" / "2018.mat")
+    _assert_same_counts(pred, gts, get_protocol("bsds", thresholds=thresholds))
+    pred = np.asarray(Image.open(BSDS_SAMPLE / "png" / "8068.png"))
+    gts = load_bsds_ground_truth(BSDS_SAMPLE / "groundTruth" / "8068.mat")
+    dense = ndimage.gaussian_filter(pred / 255.0, 1.0)
+    dense = (255 * dense / dense.max()).astype(np.uint8)
+    _assert_same_counts(dense, gts[:1], get_protocol("mtl-survey", thresholds=thresholds))
