@@ -4,11 +4,19 @@ Graph interface (all axes dynamic except channels):
 
 * input ``image``: float32 ``N x 3 x H x W``, normalised with the ImageNet mean / std stored in the metadata.
 * input ``task`` (TSN only): int64 ``N``, the index of each sample's task in the metadata's ``tsn.tasks`` list.
-  One batch may mix tasks; to get every task of one image, repeat the image once per task.
+  One batch may mix tasks; to get every task of one image, repeat the image once per task. An index outside
+  ``0 .. T-1`` is an error (onnxruntime's CPU provider fails the run: a negative index is moved out of range
+  rather than counted from the end; :func:`run_onnx` checks it before running on any provider).
 * output ``output`` (TSN and single-task models): float32 ``N x C_max x H x W``, the raw output of each sample's
   task (the shared output layer pooled to the task's channels, exactly as ``model(image, task)``) in channels
   ``0 .. channels[task] - 1``, zeros in the rest. ``C_max`` is the largest task's channel count.
 * outputs ``<task>`` (multi-head models, which compute every task at once): the raw output of that task.
+
+Height and width are truly dynamic: every size PyTorch accepts runs (the export uses ``Dim.DYNAMIC``; a named
+``Dim`` made the exporter silently assume sizes divisible by 32 for backbones such as ResNet-10-T whose
+``ceil_mode`` pooling it cannot reason about, and other sizes then failed in onnxruntime's Concat). The export
+is verified on a square probe and on an odd, non-square one. Opsets: :func:`supported_opsets` (the exporter
+translates to opset 18 and newer; an older request used to be silently written as 18 or as an invalid graph).
 
 ``metadata_props`` (strings; lists and dicts as JSON): ``tsn.tasks``, ``tsn.task_channels``,
 ``tsn.task_outputs`` (classes / binary / unit_vector / scalar: argmax, sigmoid, L2-normalise or identity),
@@ -37,7 +45,45 @@ from tsn.models.fused import unfuse_adain_blocks
 from tsn.models.layers import channel_pool_matrix
 from tsn.utils.io import atomic_write
 
-__all__ = ["ExportReport", "export_onnx", "onnx_metadata", "run_onnx", "task_pool_matrices"]
+__all__ = [
+    "ExportReport",
+    "export_onnx",
+    "onnx_metadata",
+    "run_onnx",
+    "task_pool_matrices",
+    "supported_opsets",
+    "check_opset",
+]
+
+_LOWEST_NATIVE_OPSET = 18
+"""The oldest opset the torch.export-based exporter translates to (its ``TORCHLIB_OPSET``; read from torch when
+available). Older opsets go through ONNX's version converter, which fails silently on these models."""
+
+
+def supported_opsets() -> tuple[int, int]:
+    """``(lowest, highest)`` opset ``export_onnx`` writes: the exporter's native opset up to the newest that the
+    installed ``onnx`` package defines."""
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as lowest
+    except ImportError:  # pragma: no cover - a torch without the constant
+        lowest = _LOWEST_NATIVE_OPSET
+    try:
+        import onnx
+    except ImportError:
+        raise TsnError("ONNX export needs onnx and onnxscript: pip install 'tsn[export]'") from None
+    return int(lowest), int(onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int | None) -> None:
+    """A one-line :class:`TsnError` for an opset outside :func:`supported_opsets` (None: the exporter's default)."""
+    if opset is None:
+        return
+    lowest, highest = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= highest:
+        raise TsnError(
+            f"--opset {opset} is not supported: the exporter writes opsets {lowest} to {highest}; "
+            f"choose one in that range (or leave --opset out for the default)"
+        )
 
 
 def task_pool_matrices(model: TaskSwitchingNet) -> torch.Tensor:
@@ -56,11 +102,15 @@ class _TaskIndexedTSN(nn.Module):
     def __init__(self, model: TaskSwitchingNet) -> None:
         super().__init__()
         self.model = model
+        self.num_tasks = len(model.tasks)
         with torch.no_grad():  # The task embeddings are constants of a trained model: stored, not recomputed.
             self.register_buffer("styles", model.embed(list(model.tasks)))
         self.register_buffer("pools", task_pool_matrices(model).to(self.styles))
 
     def forward(self, image: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        # ONNX's Gather counts a negative index from the end, so -1 would silently serve the last task; moved
+        # below -T it is out of range, and the gather fails as it does for an index >= T.
+        task = torch.where(task < 0, task - self.num_tasks, task)
         raw = self.model.decode(self.model.encoder(image), self.styles[task], image.shape[-2:])
         # Identity rows for a full-width task, averaging rows for the others: exactly pool_channels.
         return torch.einsum("noc,nchw->nohw", self.pools[task], raw)
@@ -124,29 +174,49 @@ def export_onnx(
 ) -> ExportReport:
     """Export a copy of ``model`` (float32, CPU) to one ``.onnx`` file, atomically, with dynamic batch and size.
 
-    With ``verify_size``, onnxruntime then runs a ``1 x 3 x verify_size x verify_size`` probe for every task and
-    a :class:`TsnError` is raised if any output differs from PyTorch by more than ``tolerance``.
+    With ``verify_size``, onnxruntime then runs a ``verify_size x verify_size`` probe and an odd, non-square
+    ``(verify_size + 1) x (verify_size + 3)`` one for every task, and a :class:`TsnError` is raised (and nothing
+    written) if any output differs from PyTorch by more than ``tolerance``. An opset outside
+    :func:`supported_opsets`, or one the exporter did not write, is a :class:`TsnError` too.
     """
+    from tsn.utils.checks import ensure_writable_file
+
+    check_opset(opset)
+    path = ensure_writable_file(path, "ONNX output")
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and blocks
     unfuse_adain_blocks(model)  # the reference blocks map onto ONNX's InstanceNormalization
     module, inputs, outputs = _wrap(model)
+    module.eval()
     probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     example: tuple[torch.Tensor, ...] = (probe.repeat(2, 1, 1, 1),)
-    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-    dynamic: dict[str, Any] = {"image": {0: batch, 2: height, 3: width}}
+    # Dim.DYNAMIC, not named Dims: the exporter records the shape relations it cannot prove (ceil_mode pooling)
+    # as facts of the traced sizes instead of restricting the sizes to multiples of 32 without a word.
+    dynamic: dict[str, Any] = {"image": {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC,
+                                         3: torch.export.Dim.DYNAMIC}}
     if "task" in inputs:
         example += (torch.tensor([0, len(model.tasks) - 1]),)
-        dynamic["task"] = {0: batch}
+        dynamic["task"] = {0: torch.export.Dim.DYNAMIC}
     program = _run_exporter(module, example, inputs, outputs, dynamic, opset)
     proto = program.model_proto
+    written = _default_domain_opset(proto)
+    if opset is not None and written != opset:
+        raise TsnError(f"ONNX export wrote opset {written}, not the requested {opset}; choose another --opset")
     for key, value in onnx_metadata(model).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    path = Path(path)
+    serialized = proto.SerializeToString()
+    diffs = _verify(model, serialized, path, verify_size, tolerance) if verify_size else {}
     with atomic_write(path, "wb") as handle:
-        handle.write(proto.SerializeToString())
-    diffs = _verify(model, path, verify_size, tolerance) if verify_size else {}
+        handle.write(serialized)
     return ExportReport(path, inputs, outputs, diffs)
+
+
+def _default_domain_opset(proto: Any) -> int | None:
+    """The opset of the default (``ai.onnx``) domain of a ModelProto."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
 
 
 def _run_exporter(
@@ -178,34 +248,61 @@ def _run_exporter(
 def run_onnx(session: Any, image: np.ndarray, task: int | None = None) -> list[np.ndarray]:
     """Run an onnxruntime ``session`` of an exported model on ``image`` (``N x 3 x H x W`` float32).
 
-    ``task`` is the index of the task for every sample (TSN files only).
+    ``task`` is the index of the task for every sample (TSN files only): an index outside the file's task list
+    (``tsn.tasks`` in its metadata) is a :class:`TsnError`, checked before running.
     """
     feeds = {"image": np.ascontiguousarray(image, dtype=np.float32)}
     if task is not None:
-        feeds["task"] = np.full(image.shape[0], task, dtype=np.int64)
+        tasks = json.loads(session.get_modelmeta().custom_metadata_map.get("tsn.tasks", "null") or "null")
+        count = len(tasks) if isinstance(tasks, list) else None
+        if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or task < 0 or (
+            count is not None and task >= count
+        ):
+            valid = f"0 to {count - 1} ({', '.join(tasks)})" if count else "a non-negative integer"
+            raise TsnError(f"task index {task!r} is out of range; give {valid}")
+        feeds["task"] = np.full(image.shape[0], int(task), dtype=np.int64)
     return session.run(None, feeds)
 
 
-def _verify(model: DensePredictionModel, path: Path, size: int, tolerance: float) -> dict[str, float]:
-    """Largest absolute onnxruntime - PyTorch difference per task on a seeded probe; raises above ``tolerance``."""
+def _verify(
+    model: DensePredictionModel, serialized: bytes, path: Path, size: int, tolerance: float
+) -> dict[str, float]:
+    """Largest absolute onnxruntime - PyTorch difference per task over two seeded probes (``size`` square, and
+    odd and non-square, whose feature maps need every rounding of the strided layers); raises above
+    ``tolerance``."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = model.predict_tasks(image, list(model.tasks))
+    try:
+        session = onnxruntime.InferenceSession(serialized, providers=["CPUExecutionProvider"])
+    except Exception as error:  # e.g. an opset newer than the installed onnxruntime runs
+        raise TsnError(
+            f"onnxruntime cannot load the exported model for {path} ({' '.join(str(error).split())[:300]}); "
+            "update onnxruntime or choose an older --opset"
+        ) from None
+    generator = torch.Generator().manual_seed(1)
     served_by_index = isinstance(model, TaskSwitchingNet)
     diffs: dict[str, float] = {}
-    for index, (name, reference) in enumerate(expected.items()):
-        if served_by_index:
-            got = run_onnx(session, image.numpy(), index)[0][:, : reference.shape[1]]
-        else:
-            got = run_onnx(session, image.numpy())[index]
-        diffs[name] = float(np.abs(got - reference.numpy()).max())
+    for height, width in ((size, size), (size + 1, size + 3)):
+        image = torch.randn(1, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = model.predict_tasks(image, list(model.tasks))
+        for index, (name, reference) in enumerate(expected.items()):
+            try:
+                if served_by_index:
+                    got = run_onnx(session, image.numpy(), index)[0][:, : reference.shape[1]]
+                else:
+                    got = run_onnx(session, image.numpy())[index]
+            except Exception as error:
+                raise TsnError(
+                    f"onnxruntime fails on a {height} x {width} image with the model exported for {path} "
+                    f"({' '.join(str(error).split())[:300]}; nothing written); please report this with your torch "
+                    "and onnxruntime versions"
+                ) from None
+            diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got - reference.numpy()).max()))
     worst = max(diffs, key=diffs.__getitem__)
     if diffs[worst] > tolerance:
         raise TsnError(
-            f"onnxruntime differs from PyTorch by {diffs[worst]:.2e} on {worst} in {path} "
-            f"(tolerance {tolerance:g}); please report this with your torch and onnxruntime versions"
+            f"onnxruntime differs from PyTorch by {diffs[worst]:.2e} on {worst} in the export for {path} "
+            f"(tolerance {tolerance:g}; nothing written); please report this with your torch and onnxruntime versions"
         )
     return diffs

@@ -10,16 +10,25 @@ HELP = "export a checkpoint to one ONNX file (image + task index in, the task's 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     parser.add_argument("--checkpoint", required=True, help="a tsn checkpoint (.pt / .safetensors) or run folder")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset, 18 or newer (default: the exporter's; the supported range is checked "
+                             "before anything runs)")
     parser.add_argument("--verify-size", type=int, default=64,
-                        help="check onnxruntime against PyTorch for every task on a random SIZE x SIZE image "
-                             "(default 64; 0 skips the check)")
+                        help="check onnxruntime against PyTorch for every task on random SIZE x SIZE and "
+                             "(SIZE+1) x (SIZE+3) images (default 64; 0 skips the check)")
 
 
 def run(args: argparse.Namespace) -> int:
     from tsn.checkpoint import load_model
-    from tsn.export import export_onnx
+    from tsn.errors import TsnError
+    from tsn.export import check_opset, export_onnx
+    from tsn.utils.checks import ensure_writable_file
 
+    # Up front, before the checkpoint is loaded and the (slow) export runs.
+    check_opset(args.opset)
+    ensure_writable_file(args.onnx, "--onnx")
+    if args.verify_size < 0 or 0 < args.verify_size < 32:
+        raise TsnError(f"--verify-size {args.verify_size}: give 0 (no check) or a side of at least 32 pixels")
     model = load_model(args.checkpoint)
     report = export_onnx(model, args.onnx, opset=args.opset, verify_size=args.verify_size or None)
     print(f"wrote {report.path}: inputs {', '.join(report.inputs)}; outputs {', '.join(report.outputs)}; "

@@ -2,14 +2,18 @@
 
 The pipeline of ``tsn predict`` (and of ``tsn evaluate --save-predictions``, which calls :func:`save_predictions`):
 
-1. read an image file (any size, EXIF orientation applied) and preprocess it exactly as the evaluation pipeline
-   does (:func:`tsn.data.transforms.build_transforms` ``"eval"``: bicubic resize of the uint8 image to the model
+1. read an image file with :func:`tsn.data.images.decode_image` (any Pillow mode, 16-bit images by their full
+   range, EXIF orientation applied; an image over twice the model input per side decoded reduced, so a huge
+   file costs little memory) and preprocess it exactly as the evaluation pipeline does
+   (:func:`tsn.data.transforms.build_transforms` ``"eval"``: bicubic resize of the uint8 image to the model
    input size, ImageNet normalisation);
 2. run every requested task on a batch of images (the encoder once, the decoder passes batched);
 3. per task, ``TaskSpec.postprocess`` at the network resolution, then ``TaskSpec.resize_prediction`` back to each
    image's original size;
 4. ``TaskSpec.to_saved`` gives the authors' arrays (class indices, ``255 * p`` and ``(n + 1) * 255 / 2``, all
-   truncated to uint8; raw depth), written as ``<out>/<task>/<name>.png`` (depth: ``.mat``).
+   truncated to uint8; raw depth), written as ``<out>/<task>/<name>.png`` (depth: ``.mat``). :func:`predict_files`
+   restores, saves and frees one task at a time, and draws the panels from copies of at most
+   :data:`PANEL_MAX_SIDE` pixels a side, so a very large image never holds every task at full size at once.
 
 Two save formats: ``authors`` writes exactly the reference's files (grey index PNGs, no extras), ready for the
 evaluators; ``visual`` writes the same values but makes class maps palette PNGs (still the class indices, drawn in
@@ -26,10 +30,11 @@ from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tsn.data.images import decode_image, read_rgb_image
 from tsn.data.transforms import Compose, build_transforms
 from tsn.errors import TsnError
 from tsn.models.base import DensePredictionModel, TaskArg
@@ -62,6 +67,10 @@ SAVE_FORMATS: tuple[str, ...] = ("visual", "authors")
 
 PANELS_FOLDER = "panels"
 """Sub-folder of the output folder that holds the per-image overview panels."""
+
+PANEL_MAX_SIDE = 1024
+"""Longest side of the pictures a panel draws (a panel pane is a few hundred pixels wide; larger images and
+predictions are subsampled for it, which keeps the drawing of a huge image cheap)."""
 
 _PALETTE = color_palette().tobytes()
 
@@ -96,18 +105,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB, turned upright by its EXIF orientation (as viewers show it).
+    """An image file as ``H x W x 3`` uint8 RGB at full size, upright (:func:`tsn.data.images.read_rgb_image`).
 
     A file that is not an image, or a corrupt or truncated one, raises a one-line :class:`TsnError` naming it.
     """
-    try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except UnidentifiedImageError:
-        raise TsnError(f"{path}: not an image (unrecognised file format)") from None
-    except Exception as error:  # PIL reports damage as OSError, SyntaxError, ValueError, zlib.error, ...
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise TsnError(f"{path}: unreadable image ({reason}); the file may be corrupt") from None
+    return read_rgb_image(path)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
@@ -147,7 +149,9 @@ class _Loaded:
     path: Path
     name: str
     image: np.ndarray
-    """The original uint8 RGB image (its size is the size of the saved predictions)."""
+    """The uint8 RGB image as decoded (reduced for an image far larger than the network input), for the panel."""
+    size: tuple[int, int]
+    """``(H, W)`` of the full upright image: the size of the saved predictions."""
     tensor: torch.Tensor
     """The network input: ``3 x H x W`` at the model input size, normalised."""
 
@@ -158,6 +162,7 @@ class ImageFiles(Dataset):
 
     def __init__(self, files: Sequence[tuple[Path, str]], size: tuple[int, int]) -> None:
         self.files = list(files)
+        self.size = (int(size[0]), int(size[1]))
         self.transform: Compose = build_transforms("eval", size, tasks=(), seed=0)
 
     def __len__(self) -> int:
@@ -166,11 +171,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> _Loaded | Skipped:
         path, name = self.files[index]
         try:
-            image = load_image(path)
+            decoded = decode_image(path, target_size=self.size)
         except TsnError as error:
             return Skipped(path, str(error))
-        sample = self.transform({"image": image})
-        return _Loaded(path, name, image, sample["image"])
+        sample = self.transform({"image": decoded.pixels})
+        return _Loaded(path, name, decoded.pixels, decoded.size, sample["image"])
 
 
 def restore_predictions(
@@ -263,6 +268,41 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 100) ->
         figure.savefig(handle, format="png", dpi=dpi)
 
 
+def _panel_view(picture: np.ndarray, channels_first: bool) -> np.ndarray:
+    """``picture`` (``[C x] H x W`` or ``H x W x C``) subsampled to at most :data:`PANEL_MAX_SIDE` pixels a side."""
+    height, width = picture.shape[-2:] if channels_first or picture.ndim == 2 else picture.shape[:2]
+    step = -(-max(height, width) // PANEL_MAX_SIDE)
+    if step <= 1:
+        return picture
+    if channels_first or picture.ndim == 2:
+        return np.ascontiguousarray(picture[..., ::step, ::step])
+    return np.ascontiguousarray(picture[::step, ::step])
+
+
+def _save_one_image(
+    raw: Mapping[str, torch.Tensor],
+    index: int,
+    item: _Loaded,
+    specs: Mapping[str, TaskSpec],
+    out_dir: Path,
+    save_format: SaveFormat,
+    panels: bool,
+) -> None:
+    """Restore and save sample ``index`` of a batch one task at a time (each full-size map freed before the next),
+    keeping only panel-sized copies for the overview panel."""
+    shown: dict[str, np.ndarray] = {}
+    for task, output in raw.items():
+        (prediction,) = restore_predictions({task: output[index : index + 1]}, specs, [item.size])
+        restored = prediction[task]
+        save_prediction(specs[task], restored, out_dir / task, item.name, save_format)
+        if panels:
+            shown[task] = _panel_view(restored, channels_first=True)
+        del prediction, restored
+    if panels:
+        figure = render_panel(_panel_view(item.image, channels_first=False), shown, specs)
+        save_figure(figure, out_dir / PANELS_FOLDER / f"{item.name}.png")
+
+
 def predict_files(
     model: DensePredictionModel,
     inputs: Sequence[str | os.PathLike[str]],
@@ -308,13 +348,8 @@ def predict_files(
                     skip(item)
             if loaded:
                 raw = model(torch.stack([item.tensor for item in loaded]).to(device), names)
-                restored = save_predictions(
-                    raw, specs, [i.name for i in loaded], [i.image.shape[:2] for i in loaded], out_dir, save_format
-                )
-                for item, predictions in zip(loaded, restored):
-                    if panels:
-                        figure = render_panel(item.image, predictions, specs)
-                        save_figure(figure, out_dir / PANELS_FOLDER / f"{item.name}.png")
+                for index, item in enumerate(loaded):
+                    _save_one_image(raw, index, item, specs, out_dir, save_format, panels)
                     summary.processed.append(item.path)
             bar.update(len(items))
     return summary
