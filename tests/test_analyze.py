@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from error_model import assert_close_float32, assert_close_float64
 from tsn.analysis import analyze_tsn, cosine_similarity_matrix
 from tsn.checkpoint import save_checkpoint
 from tsn.cli import main
@@ -37,7 +38,8 @@ def test_cosine_similarity_matrix_golden_values() -> None:
     vectors = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]])
     s = 1 / math.sqrt(2)
     expected = [[1, 0, s, -1], [0, 1, s, 0], [s, s, 1, -s], [-1, 0, -s, 1]]
-    np.testing.assert_allclose(cosine_similarity_matrix(vectors), expected, atol=1e-12)
+    # A cosine is a dot product, two norms and a division: 3 accumulating steps over 2 components.
+    assert_close_float64(cosine_similarity_matrix(vectors), expected, reduction=2, depth=3, sides=1)
 
 
 @settings(max_examples=30, deadline=None)
@@ -52,7 +54,8 @@ def test_cosine_matrix_is_symmetric_bounded_unit_diagonal_and_scale_invariant(
     matrix = cosine_similarity_matrix(vectors)
     assert np.array_equal(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
     assert matrix.min() >= -1.0 and matrix.max() <= 1.0
-    np.testing.assert_allclose(cosine_similarity_matrix(scale * vectors), matrix, atol=1e-9)
+    assert_close_float64(cosine_similarity_matrix(scale * vectors), matrix, reduction=vectors.shape[1], depth=3,
+                         scale=1.0)
 
 
 def test_analysis_compares_embeddings_and_every_adain_layer(tsn: TaskSwitchingNet) -> None:
@@ -62,12 +65,14 @@ def test_analysis_compares_embeddings_and_every_adain_layer(tsn: TaskSwitchingNe
         w = tsn.embed(tsn.tasks).double()
         expected = F.cosine_similarity(w[:, None], w[None], dim=-1).numpy()
         scale, shift = tsn.decoder.fuse[1].modulation(tsn.embed(tsn.tasks))
-    np.testing.assert_allclose(analysis.embedding_cosine, expected, atol=1e-9)
+    assert_close_float64(analysis.embedding_cosine, expected, reduction=w.shape[1], depth=3, scale=1.0)
     assert [layer.name for layer in analysis.layers] == LAYERS
     assert [layer.channels for layer in analysis.layers] == [64, 64, 128, 256, 512, *DECODER[:4], DECODER[4]]
     fuse = analysis.layers[6]
-    np.testing.assert_allclose(fuse.scale_cosine, F.cosine_similarity(scale[:, None], scale[None], dim=-1), atol=1e-5)
-    np.testing.assert_allclose(fuse.shift_cosine, F.cosine_similarity(shift[:, None], shift[None], dim=-1), atol=1e-5)
+    # The expected cosines are float32 (torch), the analysis's float64: one float32 side.
+    for got, vectors in ((fuse.scale_cosine, scale), (fuse.shift_cosine, shift)):
+        expected32 = F.cosine_similarity(vectors[:, None], vectors[None], dim=-1)
+        assert_close_float32(got, expected32, reduction=vectors.shape[1], depth=3, sides=1, scale=1.0)
     layer_mean = sum(layer.shift_cosine[0, 3] for layer in analysis.layers) / len(LAYERS)
     assert analysis.mean_shift_cosine[0, 3] == pytest.approx(layer_mean)
     assert analysis.linkage.shape == (5, 4)
@@ -94,7 +99,7 @@ def test_analyze_command_writes_json_and_both_figures(
     for name in ("similarity.png", "dendrogram.png"):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and min(image.size) > 100
-    assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporary files
+    assert not list((tmp_path / "out").glob(".*.tsn-tmp-*"))  # atomic writes leave no temporary files
 
 
 def test_non_tsn_checkpoint_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

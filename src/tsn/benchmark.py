@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from tsn.utils.io import atomic_write_json
+from tsn.utils.io import atomic_torch_save, atomic_write_json
 
 __all__ = [
     "BenchmarkSettings",
@@ -550,7 +550,7 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
                               "options": "onnxruntime" if job.config == "onnxruntime" else str(options)}
     if job.save_outputs:
         outputs = run()
-        torch.save({k: torch.as_tensor(v).float().cpu() for k, v in outputs.items()}, job.save_outputs)
+        atomic_torch_save({k: torch.as_tensor(v).float().cpu() for k, v in outputs.items()}, job.save_outputs)
     if job.profile and job.config != "onnxruntime":
         result["top_ops"] = _top_ops(run)
     return result

@@ -90,9 +90,10 @@ def task_pool_matrices(model: TaskSwitchingNet) -> torch.Tensor:
     """``T x C_max x C_head``: row block ``t`` pools the shared output to task ``t``'s channels, zero-padded."""
     head = model.head.out_channels
     largest = max(spec.channels for spec in model.task_specs.values())
-    pools = torch.zeros(len(model.task_specs), largest, head)
+    # Built in float64 so that the caller's single cast rounds 1/3 once (a float64 export stays exact).
+    pools = torch.zeros(len(model.task_specs), largest, head, dtype=torch.float64)
     for index, spec in enumerate(model.task_specs.values()):
-        pools[index, : spec.channels] = channel_pool_matrix(head, spec.channels)
+        pools[index, : spec.channels] = channel_pool_matrix(head, spec.channels, dtype=torch.float64)
     return pools
 
 

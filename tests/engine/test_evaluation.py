@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from error_model import assert_close_float32
 from tsn.engine.evaluation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
 from tsn.engine.trainer import criterion
 from tsn.errors import TsnError
@@ -40,7 +41,8 @@ def test_the_trivial_predictor_is_fitted_on_the_labels() -> None:
     raw = trivial(torch.zeros(2, 3, 5, 6), list(SPECS))
     assert raw["semseg"].shape == (2, 7, 5, 6) and raw["semseg"][0, :, 0, 0].argmax() == 0
     assert torch.sigmoid(raw["saliency"][0, 0, 0, 0]).item() == pytest.approx(0.25)
-    assert torch.allclose(raw["normals"][0, :, 0, 0], torch.tensor([0.0, 1.0, 1.0]) / math.sqrt(2))
+    assert_close_float32(raw["normals"][0, :, 0, 0], [0.0, 1.0 / math.sqrt(2), 1.0 / math.sqrt(2)], reduction=3,
+                         depth=2, sides=1)  # a float32 normalisation (sum of 3 squares, then a division)
     assert raw["depth"][0, 0, 0, 0].item() == pytest.approx(2.0)
     assert described["semseg"] == "majority class 0" and described["saliency"] == "constant probability 0.250"
 

@@ -1,4 +1,10 @@
-"""Exact parity with the authors' model: rebuild the fixture weights, convert, run, compare every output."""
+"""Exact parity with the authors' model: rebuild the fixture weights, convert, run, compare every output.
+
+The fixture was computed by the authors' code in float32; float64 maths differs from it by up to 1.6e-4 on semseg
+(values up to 8.9), and float32 kernels of other CPUs and thread counts differ from it by as much. So float32
+outputs are compared within the error model's bound for the whole network (tests/error_model.py, both sides
+float32), float64 outputs within the bound for the fixture's rounding alone, and float64 proves the maths.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,8 @@ from tsn.checkpoint import load_model
 from tsn.convert import convert_official_checkpoint, convert_official_state_dict
 from tsn.errors import TsnError
 
+from error_model import assert_close_float32, assert_close_float64, network_reductions
 from tsns_reference import AUTHORS_TASK_NAMES, FIXTURE, reference_weights
-
-
-@pytest.fixture(autouse=True)
-def authors_float32_kernel_path():
-    """The fixture was computed in float32; exact (float64) maths differs from it by up to 1.6e-4 on semseg
-    (values up to 8.9). On the same float32 kernel path (oneDNN, 2 threads) we match it to 1.3e-5, so the 1e-4
-    check runs on that path, and a float64 check proves the model itself independently of summation order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +34,8 @@ def test_tsn_matches_authors_outputs_for_every_task(tsn_model, io) -> None:
     image = torch.from_numpy(io["input"])
     with torch.no_grad():
         for authors_name, task in AUTHORS_TASK_NAMES.items():
-            out = tsn_model(image, task).numpy()
-            np.testing.assert_allclose(out, io[f"tsn_{authors_name}"], atol=1e-4, rtol=0, err_msg=task)
+            assert_close_float32(tsn_model(image, task), io[f"tsn_{authors_name}"],
+                                 reduction=network_reductions(tsn_model), what=task)
 
 
 def test_tsn_in_float64_matches_authors_outputs(io) -> None:
@@ -47,12 +43,14 @@ def test_tsn_in_float64_matches_authors_outputs(io) -> None:
     image = torch.from_numpy(io["input"]).double()
     with torch.no_grad():
         for authors_name, task in AUTHORS_TASK_NAMES.items():
-            out = model(image, task).numpy()
-            np.testing.assert_allclose(out, io[f"tsn_{authors_name}"], atol=1e-4, rtol=5e-5, err_msg=task)
+            # Only the fixture carries float32 rounding: one side of the bound.
+            assert_close_float32(model(image, task), io[f"tsn_{authors_name}"], reduction=network_reductions(model),
+                                 sides=1, what=task)
 
 
 def test_all_task_forward_equals_per_task_calls(tsn_model, io) -> None:
-    """Batching the task passes changes nothing but float32 summation order (float64 shows the maths is equal)."""
+    """Batching the task passes changes nothing but summation order: float32 within the error model, and float64
+    within float64's bound (~2e-12 on semseg), which no change of the maths would meet."""
     image = torch.from_numpy(io["input"])
     with torch.no_grad():
         batched = tsn_model(image)
@@ -61,8 +59,9 @@ def test_all_task_forward_equals_per_task_calls(tsn_model, io) -> None:
         batched64, per_task64 = model64(image.double()), model64.forward_per_task(image.double())
     assert list(batched) == list(AUTHORS_TASK_NAMES.values())
     for task in batched:
-        np.testing.assert_allclose(batched[task].numpy(), per_task[task].numpy(), atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(batched64[task].numpy(), per_task64[task].numpy(), atol=1e-10, rtol=0)
+        reductions = network_reductions(tsn_model)
+        assert_close_float32(batched[task], per_task[task], reduction=reductions, what=task)
+        assert_close_float64(batched64[task], per_task64[task], reduction=reductions, what=task)
 
 
 def test_task_codes_match(tsn_model, io) -> None:
@@ -75,8 +74,10 @@ def test_single_task_parts_matches(io) -> None:
     model = convert_official_state_dict(reference_weights("keys_single_task_parts.json"), source="fixture")
     assert model.config.arch == "single_task" and model.tasks == ("human_parts",)
     with torch.no_grad():
-        out = model(torch.from_numpy(io["input"]), "human_parts").numpy()
-    np.testing.assert_allclose(out, io["single_parts"], atol=1e-4, rtol=0)
+        out = model(torch.from_numpy(io["input"]), "human_parts")
+        out64 = model.double()(torch.from_numpy(io["input"]).double(), "human_parts")
+    assert_close_float32(out, io["single_parts"], reduction=network_reductions(model), what="float32")
+    assert_close_float32(out64, io["single_parts"], reduction=network_reductions(model), sides=1, what="float64")
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -86,8 +87,8 @@ def test_convert_file_round_trip(tmp_path, io, suffix) -> None:
     ours = convert_official_checkpoint(official, tmp_path / f"tsn{suffix}")
     model = load_model(ours)
     with torch.no_grad():
-        out = model(torch.from_numpy(io["input"]), "normals").numpy()
-    np.testing.assert_allclose(out, io["tsn_normals"], atol=1e-4, rtol=0)
+        out = model(torch.from_numpy(io["input"]), "normals")
+    assert_close_float32(out, io["tsn_normals"], reduction=network_reductions(model), what="normals")
 
 
 def test_convert_cli_single_task_named_by_file(tmp_path, io) -> None:

@@ -29,7 +29,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
             f"--output: {output} must end in .pt (a torch checkpoint) or .safetensors (weights only); "
             f"for example {output.with_suffix('.pt')}"
         )
-    output = ensure_writable_file(output, "--output")
+    output = ensure_writable_file(output, "--output", create_parent=False)
     if output.exists() and output.resolve() == official.resolve():
         raise TsnError(f"--output: {output} is the authors' checkpoint itself; choose another output file")
     if args.task is not None:

@@ -319,6 +319,8 @@ class Trainer:
             self.model = self._build_model()
         self.paths = self._prepare_run_dir(out_dir, resume)
         self.log = _setup_logger(self.paths if self.ctx.is_main else None, console=progress)
+        if self.paths.removed_temp_files:
+            self.log.info(f"removed {len(self.paths.removed_temp_files)} temporary file(s) left by an interrupted save")
         self.steps_per_epoch = len(self._plan(0))
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
