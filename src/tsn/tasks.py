@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,61 @@ IGNORE_INDEX = 255
 OutputKind = Literal["classes", "binary", "unit_vector", "scalar"]
 
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+
+ROW_CHUNK_ELEMENTS = 1 << 20
+"""Values of a full-size map that the per-pixel output code (``to_saved``, ``render``) converts at once. Working
+through a map in row bands of about this many values bounds the float temporaries to a few MB whatever the image
+size (a 10000 x 10000 map would otherwise take several GB of float64 copies); every value goes through the same
+formula, so the result is the same bit for bit."""
+
+_FLOAT32_EXACT_INTEGERS = 1 << 24
+"""Integers of magnitude up to this are exact in float32 (the nearest resize's former float detour)."""
+
+
+def _row_bands(height: int, values_per_row: int) -> Iterator[slice]:
+    """Consecutive row slices covering ``height`` rows, each of about :data:`ROW_CHUNK_ELEMENTS` values."""
+    step = max(1, ROW_CHUNK_ELEMENTS // max(1, values_per_row))
+    for start in range(0, height, step):
+        yield slice(start, min(start + step, height))
+
+
+def _nearest_sources(length: int, new_length: int, axis: int, device: torch.device) -> torch.Tensor:
+    """The source index of every output position of a ``mode="nearest"`` resize along ``axis`` (2: height, 3:
+    width) from ``length`` to ``new_length``, as ``F.interpolate`` picks it: found by resizing an index ramp with
+    ``F.interpolate`` itself, so the choice (rounding of the scale, exact 2x shortcut) is PyTorch's own."""
+    shape, new_shape = [1, 1, 1, 1], [1, 1]
+    shape[axis], new_shape[axis - 2] = length, new_length
+    ramp = torch.arange(length, dtype=torch.float32, device=device).view(shape)
+    return F.interpolate(ramp, size=tuple(new_shape), mode="nearest").view(-1).long()
+
+
+def _resize_class_indices(indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of ``(N, h, w)`` class indices to ``(N, *size)`` int64, equal to the former
+    ``F.interpolate(indices[:, None].float(), size, mode="nearest")[:, 0].long()`` but without its full-size float32
+    map: the rows and columns are gathered straight from the integer map. Inputs where the float32 detour could
+    change a value (float maps, integers beyond 2**24) still take it."""
+    exact = (
+        indices.dim() == 3
+        and indices.numel() > 0
+        and not indices.is_floating_point()
+        and not indices.is_complex()
+        and max(indices.shape[-2:]) <= _FLOAT32_EXACT_INTEGERS
+        and (
+            indices.dtype == torch.bool
+            or -_FLOAT32_EXACT_INTEGERS <= int(indices.min()) <= int(indices.max()) <= _FLOAT32_EXACT_INTEGERS
+        )
+    )
+    if not exact:
+        return F.interpolate(indices[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    (height, width), (new_height, new_width) = indices.shape[-2:], (int(size[0]), int(size[1]))
+    rows = _nearest_sources(height, new_height, 2, indices.device)
+    columns = _nearest_sources(width, new_width, 3, indices.device)
+    if new_height * width <= height * new_width:  # the smaller intermediate first
+        resized = indices.index_select(1, rows).index_select(2, columns)
+    else:
+        resized = indices.index_select(2, columns).index_select(1, rows)
+    return resized.long()
 
 
 def color_palette(n: int = 256) -> np.ndarray:
@@ -113,7 +168,7 @@ class TaskSpec:
         if tuple(pred.shape[-2:]) == tuple(size):
             return pred
         if self.output == "classes":
-            return F.interpolate(pred[:, None].float(), size=size, mode="nearest")[:, 0].long()
+            return _resize_class_indices(pred, size)
         mode = self.prediction_interpolation
         kwargs = {} if mode == "nearest" else {"align_corners": False}
         return F.interpolate(pred.float(), size=size, mode=mode, **kwargs)
@@ -128,9 +183,17 @@ class TaskSpec:
         if self.output == "classes":
             return pred.astype(np.uint8)
         if self.output == "binary":
-            return np.clip(255.0 * pred.reshape(pred.shape[-2:]), 0, 255).astype(np.uint8)
+            probability = pred.reshape(pred.shape[-2:])
+            saved = np.empty(probability.shape, dtype=np.uint8)
+            for rows in _row_bands(probability.shape[0], probability.shape[1]):
+                saved[rows] = np.clip(255.0 * probability[rows], 0, 255).astype(np.uint8)
+            return saved
         if self.output == "unit_vector":
-            return np.clip((pred.transpose(1, 2, 0) + 1.0) * 255.0 / 2.0, 0, 255).astype(np.uint8)
+            vectors = pred.transpose(1, 2, 0)
+            saved = np.empty(vectors.shape, dtype=np.uint8)
+            for rows in _row_bands(vectors.shape[0], vectors.shape[1] * vectors.shape[2]):
+                saved[rows] = np.clip((vectors[rows] + 1.0) * 255.0 / 2.0, 0, 255).astype(np.uint8)
+            return saved
         return pred.reshape(pred.shape[-2:]).astype(np.float32)
 
     @property
@@ -142,24 +205,50 @@ class TaskSpec:
 
         Ignored pixels (255 in a label) are drawn white for class maps and black elsewhere.
         """
-        value = np.asarray(value, dtype=np.float64)
-        if self.output == "classes":
-            index = value.reshape(value.shape[-2:]).astype(np.int64)
-            return color_palette()[np.clip(index, 0, 255)]
+        value = np.asarray(value)
         if self.output == "unit_vector":
-            vec = value.reshape((-1,) + value.shape[-2:]).transpose(1, 2, 0)
-            invalid = np.all(vec == self.ignore_index, axis=-1) | np.all(vec == 0, axis=-1)
-            img = np.clip((vec + 1.0) * 127.5, 0, 255).astype(np.uint8)
-            img[invalid] = 0
-            return img
-        grey = value.reshape(value.shape[-2:])
-        invalid = grey == self.ignore_index if is_label else np.zeros(grey.shape, dtype=bool)
-        if self.output == "scalar":
-            valid = ~invalid & (grey > 0)
-            lo, hi = (float(grey[valid].min()), float(grey[valid].max())) if valid.any() else (0.0, 1.0)
-            grey = (grey - lo) / max(hi - lo, 1e-8)
-        grey = np.where(invalid, 0.0, np.clip(grey, 0.0, 1.0))
-        return np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
+            vectors = value.reshape((-1,) + value.shape[-2:]).transpose(1, 2, 0)
+            picture = np.empty(vectors.shape, dtype=np.uint8)
+            for rows in _row_bands(vectors.shape[0], vectors.shape[1] * vectors.shape[2]):
+                vec = np.asarray(vectors[rows], dtype=np.float64)
+                invalid = np.all(vec == self.ignore_index, axis=-1) | np.all(vec == 0, axis=-1)
+                band = np.clip((vec + 1.0) * 127.5, 0, 255).astype(np.uint8)
+                band[invalid] = 0
+                picture[rows] = band
+            return picture
+        plane = value.reshape(value.shape[-2:])
+        picture = np.empty(plane.shape + (3,), dtype=np.uint8)
+        bands = list(_row_bands(plane.shape[0], plane.shape[1]))
+        if self.output == "classes":
+            palette = color_palette()
+            for rows in bands:
+                index = np.asarray(plane[rows], dtype=np.float64).astype(np.int64)
+                picture[rows] = palette[np.clip(index, 0, 255)]
+            return picture
+        low, high = 0.0, 1.0
+        if self.output == "scalar":  # stretched by the range of the valid (positive, not ignored) values
+            ranges = [self._valid_range(np.asarray(plane[rows], dtype=np.float64), is_label) for rows in bands]
+            ranges = [r for r in ranges if r is not None]
+            if ranges:
+                low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        for rows in bands:
+            grey = np.asarray(plane[rows], dtype=np.float64)
+            invalid = grey == self.ignore_index if is_label else np.zeros(grey.shape, dtype=bool)
+            if self.output == "scalar":
+                grey = (grey - low) / max(high - low, 1e-8)
+            grey = np.where(invalid, 0.0, np.clip(grey, 0.0, 1.0))
+            picture[rows] = (grey * 255).astype(np.uint8)[..., None]
+        return picture
+
+    def _valid_range(self, grey: np.ndarray, is_label: bool) -> tuple[float, float] | None:
+        """``(min, max)`` of the positive values of ``grey`` that are not ignored, None when there are none."""
+        valid = grey > 0
+        if is_label:
+            valid &= grey != self.ignore_index
+        if not valid.any():
+            return None
+        chosen = grey[valid]
+        return float(chosen.min()), float(chosen.max())
 
 
 _VOC_CLASSES = (
