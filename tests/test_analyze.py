@@ -16,8 +16,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from error_model import assert_close_float32, assert_close_float64
-from tsn.analysis import analyze_tsn, cosine_similarity_matrix
-from tsn.checkpoint import save_checkpoint
+from tsn.studies.analysis import analyze_tsn, cosine_similarity_matrix
+from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
 from tsn.models import TaskSwitchingNet, build_model, model_config

@@ -45,7 +45,7 @@ def umask():
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """How tsn.export writes an ONNX file."""
+    """How tsn.inference.export writes an ONNX file."""
     with atomic_write(path, "wb") as handle:
         handle.write(data)
 
@@ -138,7 +138,7 @@ with io.atomic_write(sys.argv[1]) as handle:
 
 
 def test_checkpoint_temp_left_by_kill_9_is_removed_on_resume(tmp_path: Path) -> None:
-    from tsn.engine.checkpointing import prepare_run_dir
+    from tsn.training.checkpointing import prepare_run_dir
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tsn.checkpoint import FORMAT, describe_file, save_checkpoint
+from tsn.models.checkpoint import FORMAT, describe_file, save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
 from tsn.models import create_model
@@ -321,7 +321,7 @@ def test_bad_training_config_value_leaves_no_run_folder(override, work, capsys) 
 
 
 def test_every_packaged_preset_passes_the_config_checks() -> None:
-    from tsn.engine import list_presets, load_config
+    from tsn.training import list_presets, load_config
 
     for preset in list_presets():
         load_config(preset)

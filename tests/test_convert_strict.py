@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tsn.cli import main
-from tsn.convert import convert_official_state_dict
+from tsn.models.convert import convert_official_state_dict
 from tsn.errors import TsnError
 
 from tsns_reference import reference_weights
@@ -106,7 +106,7 @@ def test_cli_file_name_task_that_does_not_fit_is_refused(tmp_path, capsys, parts
 
 
 def test_dataparallel_prefix_is_stripped_and_said(tmp_path, capsys, parts_weights) -> None:
-    from tsn.checkpoint import load_model
+    from tsn.models.checkpoint import load_model
 
     payload = {"model_state": {f"module.{k}": v for k, v in parts_weights.items()}}
     code, out, err = _convert_cli(tmp_path, capsys, payload, "single_task_parts.pth")
@@ -118,7 +118,7 @@ def test_dataparallel_prefix_is_stripped_and_said(tmp_path, capsys, parts_weight
 
 
 def test_state_dict_nesting_and_model_prefix_are_unwrapped_and_said() -> None:
-    from tsn.convert import _unwrap_state
+    from tsn.models.convert import _unwrap_state
 
     weights = {"layer0.0.weight": torch.zeros(1), "model_marker": torch.zeros(1)}
     notes: list[str] = []
@@ -132,7 +132,7 @@ def test_state_dict_nesting_and_model_prefix_are_unwrapped_and_said() -> None:
 
 
 def test_output_location_is_checked_before_converting(tmp_path, capsys, monkeypatch, parts_weights) -> None:
-    import tsn.convert
+    import tsn.models.convert
 
     official = tmp_path / "single_task_parts.pth"
     torch.save({"model_state": parts_weights}, official)
@@ -140,7 +140,7 @@ def test_output_location_is_checked_before_converting(tmp_path, capsys, monkeypa
     def never(*args, **kwargs):
         raise AssertionError("the checkpoint was read before the output location was checked")
 
-    monkeypatch.setattr(tsn.convert, "load_official_checkpoint", never)
+    monkeypatch.setattr(tsn.models.convert, "load_official_checkpoint", never)
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "a_file").write_text("x")
     for output, expected in [

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from fixture_datasets import PASCAL_VAL_IDS
-from tsn.checkpoint import save_checkpoint
+from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.data import build_dataset
-from tsn.engine.evaluate import (
+from tsn.evaluation.evaluate import (
     TableRow,
     compare_with_baseline,
     evaluate_checkpoint,
@@ -45,7 +45,7 @@ def _random_checkpoint(path: Path, preset: str) -> Path:
 
 def _authors_tsn_checkpoint(tmp_path: Path) -> Path:
     """The authors' ``tsns_model.pth`` layout with the parity fixture's random weights, converted."""
-    from tsn.convert import convert_official_checkpoint
+    from tsn.models.convert import convert_official_checkpoint
 
     from tsns_reference import reference_weights
 

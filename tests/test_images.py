@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tsn.data.images import decode_image, default_max_pixels, read_rgb_image
-from tsn.engine.predict import predict_files
+from tsn.inference.predict import predict_files
 from tsn.errors import TsnError
 from tsn.models import build_model, model_config
 

@@ -9,7 +9,7 @@ import pytest
 
 from tsn.cli import main
 from tsn.errors import TsnError
-from tsn.reproduce import plan_runs, reproduce, run_status, train_or_reuse
+from tsn.studies.reproduce import plan_runs, reproduce, run_status, train_or_reuse
 from tsn.tasks import dataset_tasks
 
 TINY = (
@@ -89,7 +89,7 @@ def test_reproduce_synthetic_writes_the_table_and_reuses_finished_runs(tmp_path,
 
 
 def test_interrupted_run_is_resumed_and_other_recipes_refused(tmp_path) -> None:
-    from tsn.engine import train
+    from tsn.training import train
 
     run = plan_runs("synthetic", overrides=[*TINY, "max_steps=2"])[-1]
     run_dir = tmp_path / "tsn"

@@ -123,7 +123,7 @@ class TaskSpec:
     channels: int
     output: OutputKind
     loss: str
-    """Key of :data:`tsn.losses.LOSSES`."""
+    """Key of :data:`tsn.training.losses.LOSSES`."""
     loss_weight: float
     """The paper's weight of this task's loss (ASTMT / MTL-survey weights)."""
     metric: str

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from error_model import assert_close_float32
-from tsn.checkpoint import load_model, read_checkpoint, save_checkpoint
+from tsn.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import MODEL_PRESETS, ModelConfig, TaskSwitchingNet, build_model, create_model, model_config
 from tsn.models.layers import channel_pool_matrix, pool_channels

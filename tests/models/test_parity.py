@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tsn.checkpoint import load_model
-from tsn.convert import convert_official_checkpoint, convert_official_state_dict
+from tsn.models.checkpoint import load_model
+from tsn.models.convert import convert_official_checkpoint, convert_official_state_dict
 from tsn.errors import TsnError
 
 from error_model import assert_close_float32, assert_close_float64, network_reductions

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tsn.benchmark import INFERENCE_CONFIGS, TRAINING_CONFIGS, count_gflop
+from tsn.studies.benchmark import INFERENCE_CONFIGS, TRAINING_CONFIGS, count_gflop
 from tsn.cli import main
 
 

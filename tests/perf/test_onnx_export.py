@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from error_model import assert_close_float32, network_reductions
-from tsn.checkpoint import save_checkpoint
+from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
-from tsn.export import export_onnx, run_onnx, supported_opsets, task_pool_matrices
+from tsn.inference.export import export_onnx, run_onnx, supported_opsets, task_pool_matrices
 from tsn.models import build_model, model_config
 from tsn.models.layers import pool_channels
 
@@ -170,7 +170,7 @@ def test_an_opset_the_exporter_did_not_write_is_an_error(exported, tmp_path, mon
     class Program:
         model_proto = proto
 
-    monkeypatch.setattr("tsn.export._run_exporter", lambda *args: Program())
+    monkeypatch.setattr("tsn.inference.export._run_exporter", lambda *args: Program())
     with pytest.raises(TsnError, match=f"wrote opset {written}, not the requested {asked}"):
         export_onnx(model, tmp_path / "x.onnx", opset=asked, verify_size=None)
     assert not (tmp_path / "x.onnx").exists()

@@ -8,7 +8,7 @@ import torch
 from tsn.errors import TsnError
 from tsn.models import create_model
 from tsn.models.fused import FusedAdaINConvBlock
-from tsn.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
+from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
 
 BF16_MAX_ABS_FRACTION = 0.05
 """Documented bfloat16 tolerance: largest output difference <= 5% of the largest output magnitude...

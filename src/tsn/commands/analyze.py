@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tsn.analysis import analyze_tsn, write_analysis
-    from tsn.checkpoint import load_model
+    from tsn.studies.analysis import analyze_tsn, write_analysis
+    from tsn.models.checkpoint import load_model
     from tsn.utils.checks import ensure_writable_dir
 
     ensure_writable_dir(args.output, "-o/--output", create=False)  # created when the results are written

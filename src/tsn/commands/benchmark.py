@@ -1,4 +1,4 @@
-"""``tsn benchmark``: all-task inference and training speed, side by side (see :mod:`tsn.benchmark`)."""
+"""``tsn benchmark``: all-task inference and training speed, side by side (see :mod:`tsn.studies.benchmark`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Counts and sizes: refused in one line before anything is built or timed."""
-    from tsn.engine.evaluate import MIN_INPUT_SIZE
+    from tsn.evaluation.evaluate import MIN_INPUT_SIZE
 
     counts = (("--repeats", args.repeats), ("--train-batch", args.train_batch), ("--threads", args.threads))
     for option, value in counts:
@@ -54,7 +54,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tsn.benchmark import BenchmarkSettings, default_output, run_benchmark
+    from tsn.studies.benchmark import BenchmarkSettings, default_output, run_benchmark
 
     _check_numbers(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -38,8 +38,8 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.checkpoint import load_model
-    from tsn.convert import convert_official_checkpoint
+    from tsn.models.checkpoint import load_model
+    from tsn.models.convert import convert_official_checkpoint
 
     official, output = _check_arguments(args)
     path = convert_official_checkpoint(official, output, task=args.task, notes=print)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from tsn.engine import TrainConfig, ValidationResult
+    from tsn.training import TrainConfig, ValidationResult
     from tsn.tasks import TaskSpec
 
 __all__ = ["HELP", "DESCRIPTION", "PRESET", "add_arguments", "run"]
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tsn.commands.train import check_run_dir
-    from tsn.engine import load_config, train
+    from tsn.training import load_config, train
 
     started = time.perf_counter()
     _check_numbers(args)
@@ -119,9 +119,9 @@ def _trivial_baseline(
     from torch.utils.data import DataLoader
 
     from tsn.data import collate
-    from tsn.engine.distributed import DistContext
-    from tsn.engine.evaluation import fit_constant_predictor, validate, validation_loader
-    from tsn.losses import loss_weights
+    from tsn.training.distributed import DistContext
+    from tsn.training.validation import fit_constant_predictor, validate, validation_loader
+    from tsn.training.losses import loss_weights
 
     d, v = config.data, config.validation
     train_data = _dataset(config, d.train_split, d.train_options)
@@ -136,7 +136,7 @@ def _rows(
     specs: Mapping[str, TaskSpec], tsn: Mapping[str, Any], trivial: Mapping[str, Any], described: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """One row per task: the headline metric of the TSN and of the trivial predictor, in the paper's units."""
-    from tsn.engine.evaluate import table_value
+    from tsn.evaluation.evaluate import table_value
 
     rows = []
     for name, spec in specs.items():
@@ -172,10 +172,10 @@ def _save_picture(path: Path, specs: Mapping[str, TaskSpec], val_data: Dataset, 
     import torch
     from matplotlib.figure import Figure
 
-    from tsn.checkpoint import load_model
+    from tsn.models.checkpoint import load_model
     from tsn.data import collate
     from tsn.data.transforms import denormalize_image
-    from tsn.engine.predict import save_figure
+    from tsn.inference.predict import save_figure
 
     batch = collate([val_data[i] for i in range(min(PICTURE_IMAGES, len(val_data)))])
     model = load_model(checkpoint)

@@ -91,7 +91,7 @@ def _check_before_work(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.engine.evaluate import (
+    from tsn.evaluation.evaluate import (
         compare_with_baseline,
         evaluate_checkpoint,
         evaluation_markdown,

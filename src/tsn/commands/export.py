@@ -1,4 +1,4 @@
-"""``tsn export``: a checkpoint -> one ONNX file that serves every task (see :mod:`tsn.export`)."""
+"""``tsn export``: a checkpoint -> one ONNX file that serves every task (see :mod:`tsn.inference.export`)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.checkpoint import load_model
+    from tsn.models.checkpoint import load_model
     from tsn.errors import TsnError
-    from tsn.export import check_opset, export_onnx
+    from tsn.inference.export import check_opset, export_onnx
     from tsn.utils.checks import ensure_writable_file
 
     # Up front, before the checkpoint is loaded and the (slow) export runs.

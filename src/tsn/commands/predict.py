@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=2, help="image-reading processes (default 2; 0: none)")
     parser.add_argument(
-        # tsn.engine.predict.SAVE_FORMATS, spelled out so that building the parser imports no engine code
+        # tsn.inference.predict.SAVE_FORMATS, spelled out so that building the parser imports no engine code
         "--save-format", choices=("visual", "authors"), default="visual",
         help="visual (default): palette PNGs, depth picture, panels; authors: exactly the reference's files "
         "(grey index PNGs, 255*sigmoid, RGB normals, depth .mat), ready for evaluation",
@@ -81,10 +81,11 @@ def _check_inputs_and_output(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tsn.checkpoint import load_model
-    from tsn.engine.predict import Skipped, predict_files, resolve_device
+    from tsn.models.checkpoint import load_model
+    from tsn.inference.predict import Skipped, predict_files
+    from tsn.utils.device import resolve_device
     from tsn.errors import TsnError
-    from tsn.speed import exact_options, optimize
+    from tsn.inference.speed import exact_options, optimize
 
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:

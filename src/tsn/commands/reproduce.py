@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.reproduce import reproduce, table_markdown
+    from tsn.studies.reproduce import reproduce, table_markdown
 
     from tsn.utils.checks import ensure_writable_dir, require_int
 

@@ -33,7 +33,7 @@ def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
 
     Nothing is created here (the trainer creates the folder), so a run refused later leaves nothing behind.
     """
-    from tsn.engine.checkpointing import RunPaths
+    from tsn.training.checkpointing import RunPaths
     from tsn.utils.checks import ensure_writable_dir
 
     folder = ensure_writable_dir(out_dir, option, create=False)
@@ -44,7 +44,7 @@ def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.engine import list_presets, load_config, resume_config, train
+    from tsn.training import list_presets, load_config, resume_config, train
 
     if args.list_presets:
         print("\n".join(list_presets()))

@@ -1,6 +1,6 @@
 """Building blocks of the TSN decoder: equalized-lr linear layers, pixel norm, (AdaIN) conv blocks, channel pooling.
 
-Module and parameter names are chosen to read well; :mod:`tsn.convert` maps the authors' checkpoint names onto
+Module and parameter names are chosen to read well; :mod:`tsn.models.convert` maps the authors' checkpoint names onto
 them.
 """
 

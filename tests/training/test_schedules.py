@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsn.engine.schedules import ALL, PlanDataset, PlanSampler, SampleKey, epoch_plan, plan_streams
+from tsn.training.schedules import ALL, PlanDataset, PlanSampler, SampleKey, epoch_plan, plan_streams
 from tsn.errors import TsnError
 
 TASKS = ("semseg", "human_parts", "edges", "normals", "saliency")

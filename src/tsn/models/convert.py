@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from tsn.checkpoint import save_checkpoint
+from tsn.models.checkpoint import save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, ModelConfig, build_model, model_config
 from tsn.tasks import DATASET_TASKS, get_task

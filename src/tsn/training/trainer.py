@@ -1,6 +1,6 @@
 """The training engine behind ``tsn train``: :func:`train` runs a config into a run directory.
 
-One loop serves every model, schedule and launch mode. Each epoch follows its plan (:mod:`tsn.engine.schedules`);
+One loop serves every model, schedule and launch mode. Each epoch follows its plan (:mod:`tsn.training.schedules`);
 each step trains the step's task(s) on one global batch, possibly accumulated over micro-batches and spread over
 ``torchrun`` processes (DistributedDataParallel). Validation, the learning-rate schedule, the ``best`` checkpoint,
 logging and TensorBoard happen on the epoch boundaries; ``last`` is also saved every ``checkpoint_every`` steps.
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tsn.checkpoint import load_state_dict_checked
-from tsn.engine.checkpointing import (
+from tsn.models.checkpoint import load_state_dict_checked
+from tsn.training.checkpointing import (
     RunPaths,
     TrainState,
     estimate_checkpoint_bytes,
@@ -41,12 +41,12 @@ from tsn.engine.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
 )
-from tsn.engine.config import SchedulerConfig, TrainConfig, apply_overrides, config_from_dict, load_config_dict
-from tsn.engine.distributed import DistContext, init_distributed
-from tsn.engine.evaluation import ValidationResult, autocast, resolve_amp, validate, validation_loader
-from tsn.engine.schedules import ALL, PlanDataset, PlanSampler, Step, epoch_plan, micro_batch_size, plan_streams
+from tsn.training.config import SchedulerConfig, TrainConfig, apply_overrides, config_from_dict, load_config_dict
+from tsn.training.distributed import DistContext, init_distributed
+from tsn.training.validation import ValidationResult, autocast, resolve_amp, validate, validation_loader
+from tsn.training.schedules import ALL, PlanDataset, PlanSampler, Step, epoch_plan, micro_batch_size, plan_streams
 from tsn.errors import TsnError
-from tsn.losses import loss_weights, multitask_loss
+from tsn.training.losses import loss_weights, multitask_loss
 from tsn.models import DensePredictionModel, build_model
 from tsn.tasks import TaskSpec, dataset_tasks, get_task
 from tsn.utils.io import atomic_write_json, atomic_write_text

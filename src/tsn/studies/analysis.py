@@ -25,7 +25,7 @@ import torch
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist, squareform
 
-from tsn.engine.predict import save_figure
+from tsn.inference.predict import save_figure
 from tsn.errors import TsnError
 from tsn.models.base import DensePredictionModel
 from tsn.models.layers import AdaINConvBlock

@@ -17,11 +17,11 @@ import pytest
 import torch
 import yaml
 
-from tsn.checkpoint import read_checkpoint
+from tsn.models.checkpoint import read_checkpoint
 from tsn.cli import main
-from tsn.engine import TrainConfig, config_from_dict, load_config, resume_config, train
-from tsn.engine.distributed import init_distributed
-from tsn.engine.trainer import Trainer
+from tsn.training import TrainConfig, config_from_dict, load_config, resume_config, train
+from tsn.training.distributed import init_distributed
+from tsn.training.trainer import Trainer
 from tsn.errors import TsnError
 from tsn.models import build_model
 
@@ -164,7 +164,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path: Path, syntheti
 def test_a_non_finite_loss_stops_naming_task_and_step_and_keeps_the_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tsn import losses
+    from tsn.training import losses
 
     calls = {"n": 0}
     depth_l1 = losses.LOSSES["depth_l1"]
@@ -187,7 +187,7 @@ def test_run_directory_problems_are_reported_before_training(tmp_path: Path, mon
         train(tiny(), tmp_path / "a-file" / "run", progress=False)
     with pytest.raises(TsnError, match="no checkpoints/last.pt to resume from"):
         train(tiny(), tmp_path / "empty", resume=True, progress=False)
-    from tsn.engine import checkpointing
+    from tsn.training import checkpointing
 
     real = checkpointing.shutil.disk_usage
     monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))

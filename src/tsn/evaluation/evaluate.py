@@ -7,7 +7,7 @@ predictions at each image's *original* size against the raw labels. This module 
 2. the image alone is resized to the network input (bicubic, ImageNet normalisation) and every task runs in one
    call (the encoder once; a TSN batches its task passes);
 3. each prediction is postprocessed, resized back to the original size and turned into the array the authors save
-   (:func:`tsn.engine.predict.restore_predictions`, :meth:`TaskSpec.to_saved`); the metrics score exactly what
+   (:func:`tsn.inference.predict.restore_predictions`, :meth:`TaskSpec.to_saved`); the metrics score exactly what
    those files hold, read back as the reference evaluators read them (``png / 255``, ``2 * png / 255 - 1``), and
    ``save_dir`` gets the files themselves (the authors' layout, for MATLAB seism or the reference scripts);
 4. edges go to the seism-compatible benchmark (:mod:`tsn.metrics.edges`) against the dataset's edge-evaluation
@@ -294,7 +294,7 @@ def evaluate_model(
     ``specs``; the edge result also says which ``image_set`` it used. ``save_dir`` receives every prediction as
     ``<save_dir>/<task>/<id>.png`` (depth ``.mat``), the authors' format at the original size.
     """
-    from tsn.engine.predict import restore_predictions, save_prediction
+    from tsn.inference.predict import restore_predictions, save_prediction
     from tsn.metrics import make_metrics
     from tsn.metrics.edges import get_protocol
 
@@ -389,10 +389,10 @@ def evaluate_checkpoint(
     ``n_images`` (per task), ``predictions`` (the save folder or null), ``time`` (start, seconds, device).
     """
     from tsn import __version__
-    from tsn.checkpoint import load_model
-    from tsn.speed import exact_options, optimize
+    from tsn.models.checkpoint import load_model
+    from tsn.inference.speed import exact_options, optimize
     from tsn.data import build_dataset
-    from tsn.engine.predict import resolve_device
+    from tsn.utils.device import resolve_device
 
     started, clock = time.time(), time.perf_counter()
     name = dataset.strip().lower().replace("-", "_")

@@ -1,7 +1,7 @@
 """The training engine: configs and presets, task schedules, the training loop, validation, checkpoints.
 
 ```python
-from tsn.engine import load_config, train
+from tsn.training import load_config, train
 
 config = load_config("synthetic-tsn", ["optim.lr=0.002"])   # a preset name or a YAML path, plus --set overrides
 result = train(config, "runs/my-run")                       # -> RunResult(status, best, checkpoint, ...)
@@ -9,7 +9,7 @@ result = train(None, "runs/my-run", resume=True)            # continue an interr
 ```
 """
 
-from tsn.engine.config import (
+from tsn.training.config import (
     SCHEDULES,
     DataConfig,
     OptimConfig,
@@ -21,9 +21,9 @@ from tsn.engine.config import (
     list_presets,
     load_config,
 )
-from tsn.engine.evaluation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate
-from tsn.engine.schedules import Step, epoch_plan
-from tsn.engine.trainer import RunResult, resume_config, train
+from tsn.training.validation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate
+from tsn.training.schedules import Step, epoch_plan
+from tsn.training.trainer import RunResult, resume_config, train
 
 __all__ = [
     "SCHEDULES",

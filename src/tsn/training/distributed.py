@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tsn.engine.predict import resolve_device
+from tsn.utils.device import resolve_device
 
 __all__ = ["DistContext", "init_distributed", "process_device"]
 

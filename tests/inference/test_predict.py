@@ -1,4 +1,4 @@
-"""``tsn predict`` and the saved-prediction conventions of :mod:`tsn.engine.predict`."""
+"""``tsn predict`` and the saved-prediction conventions of :mod:`tsn.inference.predict`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from tsn.checkpoint import load_model, save_checkpoint
+from tsn.models.checkpoint import load_model, save_checkpoint
 from tsn.cli import main
 from tsn.commands.predict import parse_size
-from tsn.engine.predict import collect_inputs, load_image, predict_files, restore_predictions, save_predictions
+from tsn.inference.predict import collect_inputs, load_image, predict_files, restore_predictions, save_predictions
 from tsn.models import DensePredictionModel, ModelConfig, build_model, model_config
 from tsn.tasks import color_palette, dataset_tasks
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from error_model import assert_close_float32
-from tsn.engine.evaluation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
-from tsn.engine.trainer import criterion
+from tsn.training.validation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
+from tsn.training.trainer import criterion
 from tsn.errors import TsnError
 from tsn.tasks import dataset_tasks
 

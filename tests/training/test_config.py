@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsn.engine import TrainConfig, config_from_dict, list_presets, load_config
+from tsn.training import TrainConfig, config_from_dict, list_presets, load_config
 from tsn.errors import TsnError
 from tsn.tasks import DATASET_TASKS, PAPER_TASK_ORDER
 

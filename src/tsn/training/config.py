@@ -143,7 +143,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     schedule: ScheduleName = "epoch"
-    """Task schedule (:mod:`tsn.engine.schedules`): ``epoch``, ``round_robin`` or ``all_tasks``."""
+    """Task schedule (:mod:`tsn.training.schedules`): ``epoch``, ``round_robin`` or ``all_tasks``."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Per-task loss weights; a task not named keeps the registry's (the paper's) weight."""
     epochs: int = 300

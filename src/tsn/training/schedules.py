@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from tsn.engine.config import SCHEDULES
+from tsn.training.config import SCHEDULES
 from tsn.errors import TsnError
 
 __all__ = [

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsn.errors import TsnError
-from tsn.losses import (
+from tsn.training.losses import (
     LOSSES,
     balanced_bce,
     cross_entropy,

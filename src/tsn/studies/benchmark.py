@@ -5,7 +5,7 @@ Inference, for every size and batch (``model`` = the paper's TSN, random weights
 * ``authors``: the authors' way, the whole network once per task, eager float32;
 * ``all_tasks``: :meth:`TaskSwitchingNet.predict_tasks`, eager float32 (encoder once, decoder batched);
 * ``all_tasks_fp32_fast``: the same with the fastest float32 options (channels_last, fused, memory reuse);
-* ``fastest``: :func:`tsn.speed.fastest_options` (adds bfloat16 where the hardware has it);
+* ``fastest``: :func:`tsn.inference.speed.fastest_options` (adds bfloat16 where the hardware has it);
 * ``onnxruntime``: the ``tsn export`` file on onnxruntime's CPU provider, one task per run (CPU only; first
   batch size only).
 
@@ -508,7 +508,7 @@ def _image(batch: int, size: int, device: str) -> Any:
 
 
 def _inference_options(config: str, settings: BenchmarkSettings) -> Any:
-    from tsn.speed import SpeedOptions, fastest_options
+    from tsn.inference.speed import SpeedOptions, fastest_options
 
     if config not in ("fastest", "all_tasks_fp32_fast"):
         return SpeedOptions()
@@ -519,7 +519,7 @@ def _inference_options(config: str, settings: BenchmarkSettings) -> Any:
 def _inference_worker(job: _Job) -> dict[str, Any]:
     import torch
 
-    from tsn.speed import autocast, optimize, prepare
+    from tsn.inference.speed import autocast, optimize, prepare
 
     settings, device = job.settings, job.settings.device
     if settings.threads:
@@ -560,7 +560,7 @@ def _onnx_runner(job: _Job, image: Any, names: list[str]) -> tuple[Callable, Cal
     """``(run every task, warm-up)`` on an onnxruntime session of the exported file."""
     import onnxruntime
 
-    from tsn.export import run_onnx
+    from tsn.inference.export import run_onnx
 
     options = onnxruntime.SessionOptions()
     if job.settings.threads:
@@ -596,8 +596,8 @@ def _random_labels(specs: Mapping[str, Any], batch: int, size: int, device: str)
 def _training_worker(job: _Job) -> dict[str, Any]:
     import torch
 
-    from tsn.losses import loss_weights, multitask_loss
-    from tsn.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
+    from tsn.training.losses import loss_weights, multitask_loss
+    from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
 
     settings, device = job.settings, job.settings.device
     if settings.threads:
@@ -681,7 +681,7 @@ def _pool(settings: BenchmarkSettings) -> Any:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["torch", "timm", "tsn.benchmark", "tsn.models", "tsn.speed", "tsn.losses"])
+        context.set_forkserver_preload(["torch", "timm", "tsn.studies.benchmark", "tsn.models", "tsn.inference.speed", "tsn.training.losses"])
     else:
         context = multiprocessing.get_context("spawn")
     return context.Pool(processes=1, maxtasksperchild=1)
@@ -705,7 +705,7 @@ def _inference_jobs(settings: BenchmarkSettings, tmp: Path, onnx_path: str | Non
 
 def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure everything :mod:`tsn.benchmark` describes, print the table, write the JSON; returns the results."""
+    """Measure everything :mod:`tsn.studies.benchmark` describes, print the table, write the JSON; returns the results."""
     import torch
 
     if settings.threads:
@@ -760,7 +760,7 @@ def _export_for_onnxruntime(model: Any, settings: BenchmarkSettings, tmp: Path,
     """The workers' model exported for the ``onnxruntime`` configuration; None where it is not measured."""
     if not settings.onnx or settings.device.startswith("cuda"):
         return None
-    from tsn.export import export_onnx
+    from tsn.inference.export import export_onnx
 
     try:
         return str(export_onnx(model, tmp / "model.onnx", verify_size=None).path)

@@ -51,7 +51,6 @@ __all__ = [
     "Skipped",
     "PredictSummary",
     "ImageFiles",
-    "resolve_device",
     "load_image",
     "collect_inputs",
     "restore_predictions",
@@ -89,19 +88,6 @@ class PredictSummary:
 
     processed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (the GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TsnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TsnError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:

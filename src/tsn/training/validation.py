@@ -25,8 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from tsn.engine.distributed import DistContext
-from tsn.losses import task_loss
+from tsn.training.distributed import DistContext
+from tsn.training.losses import task_loss
 from tsn.tasks import TaskSpec
 
 __all__ = [

@@ -4,7 +4,7 @@ For a dataset, :func:`plan_runs` lists the training runs of the comparison, all 
 budget: one single-task network per task, the shared-encoder multi-head baseline and the TSN. :func:`reproduce`
 trains each run in ``<out>/<run>`` (or reuses it: a run whose ``result.json`` says ``finished`` is never trained
 again; an interrupted one is resumed from its ``checkpoints/last.pt``), evaluates each with the reference protocol
-(:mod:`tsn.engine.evaluate`, cached as ``<run>/evaluation.json``) and writes the paper-style table as
+(:mod:`tsn.evaluation.evaluate`, cached as ``<run>/evaluation.json``) and writes the paper-style table as
 ``<out>/table.json`` and ``<out>/table.md``: per-task headline metrics (x100 where the paper prints percentages),
 parameter counts (the TSN, the sum of the single-task networks, the multi-head network) and the average drop of
 the multi-head network and of the TSN against the single-task networks (the paper's sign: positive = worse).
@@ -92,7 +92,7 @@ class PlannedRun:
     kind: str
     """``single_task``, ``multi_head`` or ``tsn`` (the table row it feeds)."""
     config: Any
-    """The :class:`tsn.engine.TrainConfig` to train."""
+    """The :class:`tsn.training.TrainConfig` to train."""
 
 
 def _dataset_key(dataset: str) -> str:
@@ -126,7 +126,7 @@ def plan_runs(
     overrides: Sequence[str] = (),
 ) -> list[PlannedRun]:
     """The runs of the comparison on ``dataset`` with ``budget``, their configs checked (see the module doc)."""
-    from tsn.engine import load_config
+    from tsn.training import load_config
 
     dataset = _dataset_key(dataset)
     if budget not in BUDGETS[dataset]:
@@ -144,7 +144,7 @@ def plan_runs(
 
 def run_status(run_dir: str | os.PathLike[str]) -> str:
     """``finished`` (``result.json`` says so), ``interrupted`` (a ``checkpoints/last.pt`` to resume) or ``new``."""
-    from tsn.engine.checkpointing import RunPaths
+    from tsn.training.checkpointing import RunPaths
 
     paths = RunPaths(Path(run_dir))
     if paths.result.is_file():
@@ -165,7 +165,7 @@ def _recipe(config: Any) -> dict[str, Any]:
 
 def _check_same_config(run: PlannedRun, run_dir: Path) -> None:
     """Refuse to reuse or resume a run trained with another recipe (e.g. the other budget) in this folder."""
-    from tsn.engine import resume_config
+    from tsn.training import resume_config
 
     if _recipe(resume_config(run_dir)) != _recipe(run.config):
         raise TsnError(
@@ -177,8 +177,8 @@ def _check_same_config(run: PlannedRun, run_dir: Path) -> None:
 def train_or_reuse(run: PlannedRun, run_dir: str | os.PathLike[str], progress: bool = True) -> dict[str, Any]:
     """Train ``run`` into ``run_dir``, resume it there, or reuse it when finished; returns the run summary
     (``result.json``'s content plus ``action``: ``trained``, ``resumed`` or ``reused``)."""
-    from tsn.engine import train
-    from tsn.engine.checkpointing import RunPaths
+    from tsn.training import train
+    from tsn.training.checkpointing import RunPaths
 
     paths = RunPaths(Path(run_dir))
     status = run_status(paths.root)
@@ -197,7 +197,7 @@ def evaluate_or_reuse(
 ) -> dict[str, Any]:
     """The ``tsn evaluate`` record of a finished run's checkpoint on ``split``, cached as ``<run>/evaluation.json``
     (recomputed when the checkpoint is newer than the cache)."""
-    from tsn.engine.evaluate import evaluate_checkpoint, write_result
+    from tsn.evaluation.evaluate import evaluate_checkpoint, write_result
 
     checkpoint = Path(summary["checkpoint"])
     cache = Path(summary["run_dir"]) / "evaluation.json"
@@ -219,7 +219,7 @@ def evaluate_or_reuse(
 
 
 def _row(kind: str, records: Sequence[Mapping[str, Any]], runs: Sequence[str]) -> dict[str, Any]:
-    from tsn.engine.evaluate import table_values
+    from tsn.evaluation.evaluate import table_values
 
     values: dict[str, float] = {}
     for record in records:
@@ -237,7 +237,7 @@ def build_table(
 ) -> dict[str, Any]:
     """The table's rows from each run's evaluation record: values in table units, parameters (single task: the
     sum over tasks), and for the multi-task rows the per-task drops and average drop against the single-task row."""
-    from tsn.engine.evaluate import SIGN_CONVENTION, compare_with_baseline
+    from tsn.evaluation.evaluate import SIGN_CONVENTION, compare_with_baseline
 
     specs = dataset_tasks(dataset)
     rows = {}
@@ -252,7 +252,7 @@ def build_table(
 
 def table_markdown(table: Mapping[str, Any]) -> str:
     """The reproduction table as markdown, with its protocol notes."""
-    from tsn.engine.evaluate import TableRow, markdown_table
+    from tsn.evaluation.evaluate import TableRow, markdown_table
 
     specs = dataset_tasks(table["dataset"], table["tasks"])
     rows = [TableRow(row["label"], row["values"], row.get("average_drop"), row["parameters"])
@@ -289,7 +289,7 @@ def default_jobs(config: Any) -> int:
     side finish sooner than one run on two threads, and they degrade gracefully when other programs load the
     machine (a two-thread team waits for its slowest thread at every layer).
     """
-    from tsn.engine.predict import resolve_device
+    from tsn.utils.device import resolve_device
 
     return 1 if resolve_device(config.device).type == "cuda" else _cores()
 
@@ -411,7 +411,7 @@ def _prepare_data(config: Any, split: str) -> None:
 
 def _check_device(config: Any, budget: str) -> None:
     """Refuse the paper's full recipe on a real dataset without a GPU (300 epochs at 512 px: weeks on a CPU)."""
-    from tsn.engine.predict import resolve_device
+    from tsn.utils.device import resolve_device
 
     if config.data.dataset != "synthetic" and budget == "full" and resolve_device(config.device).type != "cuda":
         raise TsnError(

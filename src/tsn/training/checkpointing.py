@@ -10,7 +10,7 @@ Run directory layout::
     RUN_DIR/checkpoints/best.pt    the training state at the best validation
     RUN_DIR/tensorboard/           TensorBoard scalars
 
-Checkpoints use the project format (:func:`tsn.checkpoint.save_checkpoint`, written atomically: a crash leaves
+Checkpoints use the project format (:func:`tsn.models.checkpoint.save_checkpoint`, written atomically: a crash leaves
 the previous file intact) with a ``training`` entry holding the optimizer, scheduler, gradient scaler, RNG states
 and the :class:`TrainState` (epoch, step, position in the epoch's task schedule, best value, history). Every
 entry is plain containers and tensors, so the file loads with ``weights_only=True``.
@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from tsn.checkpoint import read_checkpoint, save_checkpoint
+from tsn.models.checkpoint import read_checkpoint, save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel
 from tsn.utils.io import remove_stale_temp_files

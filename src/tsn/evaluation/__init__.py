@@ -1,0 +1,1 @@
+"""Evaluation: score a checkpoint on a dataset with the reference protocols, tables and the average drop."""

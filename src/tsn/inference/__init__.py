@@ -1,0 +1,1 @@
+"""Inference: predict every task of any images, the speed options, and the ONNX export."""
