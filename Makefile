@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tsn-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(STAMP)
 
@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/tsn demo
 
-test: install
+# Lint (ruff: style, imports, likely bugs) and type-check (mypy, settings in pyproject.toml) before the tests.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/tsn
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/tsn benchmark
+	$(BIN)/tsn benchmark --tune-allocator
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

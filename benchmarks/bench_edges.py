@@ -32,6 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import itertools
 import platform
 import statistics
 import sys
@@ -83,7 +84,7 @@ def distinct_maps(image: np.ndarray, protocol: EdgeProtocol) -> int | None:
     if protocol.nms:
         return None
     maps = [np.packbits(image / 255.0 >= t).tobytes() for t in protocol.thresholds]
-    return 1 + sum(a != b for a, b in zip(maps, maps[1:]))
+    return 1 + sum(a != b for a, b in itertools.pairwise(maps))
 
 
 def time_paths(pred: np.ndarray, gts: list[np.ndarray], protocol: str, repeats: int) -> dict[str, object]:

@@ -29,10 +29,9 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fixture_datasets import make_pascal_fixture  # noqa: E402
-
-from tsn.data import PascalContext, build_transforms, collate  # noqa: E402
-from tsn.utils.io import atomic_write_json  # noqa: E402
+from fixture_datasets import make_pascal_fixture
+from tsn.data import PascalContext, build_transforms, collate
+from tsn.utils.io import atomic_write_json
 
 RESULT = Path(__file__).resolve().parent / "results" / "loading_cpu.json"
 REAL_SIZE = (375, 500)  # (H, W) of a typical PASCAL image

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixture_datasets import make_nyud_fixture, make_pascal_fixture  # noqa: E402
+from fixture_datasets import make_nyud_fixture, make_pascal_fixture
 
 
 @pytest.fixture

@@ -42,12 +42,14 @@ __all__ = [
     "image_size",
     "make_pascal_fixture",
     "make_nyud_fixture",
+    "MTAN_LENGTHS",
+    "make_mtan_fixture",
 ]
 
 PASCAL_TRAIN_IDS = tuple(f"2008_{i:06d}" for i in range(1, 7))
 PASCAL_VAL_IDS = tuple(f"2008_{i:06d}" for i in range(100, 104))
 
-PARTS_CASES: dict[str, str] = dict(zip(PASCAL_TRAIN_IDS + PASCAL_VAL_IDS, "abecda" + "adbc"))
+PARTS_CASES: dict[str, str] = dict(zip(PASCAL_TRAIN_IDS + PASCAL_VAL_IDS, "abecda" + "adbc", strict=True))
 """Image id -> human-parts case: (a) person with head/torso/llleg parts (val's also has a cat), (b) only a cat,
 (c) a person without parts, (d) two persons whose parts overlap, (e) a person with an empty mask (but parts)."""
 
@@ -239,4 +241,43 @@ def make_nyud_fixture(data_root: Path, size: tuple[int, int] | None = None, seed
         depth = np.broadcast_to(np.linspace(1.0, 5.0, w, dtype=np.float32), (h, w)).copy()
         depth[0, 0] = 0.0
         _save_mat(root / f"depth/{image_id}.mat", {"depth": depth})
+    return root
+
+
+MTAN_LENGTHS = {"train": 3, "val": 2}
+"""Images per split of the MTAN-layout fixtures."""
+
+
+def make_mtan_fixture(
+    data_root: Path, dataset: str = "nyuv2", size: tuple[int, int] = (32, 48), seed: int = 0
+) -> Path:
+    """Write ``<data_root>/<dataset>`` (``nyuv2`` or ``cityscapes``) in MTAN's ``.npy`` layout and return it.
+
+    Exactly as MTAN stores them: float32, channels last, files numbered from 0 in ``image``, ``label``, ``depth``
+    (and ``normal`` for NYUv2) of ``train`` (3 images) and ``val`` (2). Per image ``i``: the image is random in
+    [0, 1] with pixel (0, 0) = (0, 0.5, 1); the label is class ``i`` left of column ``W // 2`` and class 1 right of
+    it, with -1 (ignore) on the first row; depth is ``1 + column / W`` with 0 (no measurement) at (0, 0); normals
+    are (0, 0, 1), all-zero (invalid) at (0, 0).
+    """
+    root = Path(data_root) / dataset
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for split, length in MTAN_LENGTHS.items():
+        for i in range(length):
+            image = rng.random((h, w, 3), dtype=np.float32)
+            image[0, 0] = (0.0, 0.5, 1.0)
+            label = np.full((h, w), 1.0, np.float32)
+            label[:, : w // 2] = float(i)
+            label[0] = -1.0
+            depth = np.broadcast_to(1.0 + np.arange(w, dtype=np.float32) / w, (h, w)).copy()[..., None]
+            depth[0, 0] = 0.0
+            arrays = {"image": image, "label": label, "depth": depth}
+            if dataset == "nyuv2":
+                normal = np.zeros((h, w, 3), np.float32)
+                normal[..., 2] = 1.0
+                normal[0, 0] = 0.0
+                arrays["normal"] = normal
+            for folder, array in arrays.items():
+                (root / split / folder).mkdir(parents=True, exist_ok=True)
+                np.save(root / split / folder / f"{i}.npy", array.astype(np.float32))
     return root

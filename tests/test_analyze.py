@@ -16,11 +16,11 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from error_model import assert_close_float32, assert_close_float64
-from tsn.studies.analysis import analyze_tsn, cosine_similarity_matrix
-from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
 from tsn.models import TaskSwitchingNet, build_model, model_config
+from tsn.models.checkpoint import save_checkpoint
+from tsn.studies.analysis import analyze_tsn, cosine_similarity_matrix
 
 DECODER = (32, 16, 16, 16, 16)
 LAYERS = [f"decoder.laterals.{i}" for i in range(5)] + [f"decoder.fuse.{i}" for i in range(4)] + ["decoder.final"]
@@ -103,7 +103,7 @@ def test_analyze_command_writes_json_and_both_figures(
 
 
 def test_non_tsn_checkpoint_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = build_model(model_config("single_task_r18_synthetic", decoder_channels=DECODER))
+    model = build_model(model_config("single_r18_synthetic", decoder_channels=DECODER))
     checkpoint = save_checkpoint(tmp_path / "single.pt", model)
     assert main(["analyze", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -90,16 +90,14 @@ def test_replacing_a_file_keeps_its_permissions(tmp_path: Path, umask) -> None:
 
 def test_temp_file_is_named_by_pattern_and_removed_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "last.pt"
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as handle:
-            handle.write(b"partial")
-            (temp,) = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
-            assert temp.name.startswith(".last.pt.tsn-tmp-") and f"-{os.getpid()}-" in temp.name
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"partial")
+        (temp,) = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
+        assert temp.name.startswith(".last.pt.tsn-tmp-") and f"-{os.getpid()}-" in temp.name
+        raise RuntimeError("crash while writing")
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError, match="mode"):
-        with atomic_write(target, "ab"):
-            pass
+    with pytest.raises(ValueError, match="mode"), atomic_write(target, "ab"):
+        pass
 
 
 def test_cleanup_removes_only_dead_writers_temp_files(tmp_path: Path) -> None:

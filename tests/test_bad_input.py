@@ -12,19 +12,19 @@ from __future__ import annotations
 import os
 import random
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tsn.models.checkpoint import FORMAT, describe_file, save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
 from tsn.models import create_model
+from tsn.models.checkpoint import FORMAT, describe_file, save_checkpoint
 from tsn.utils import checks
 
 TINY_DECODER = (16, 8, 8, 8, 8)
@@ -156,9 +156,10 @@ OUTPUT_CASES: dict[str, tuple[Case, str]] = {
         lambda f, w: ["benchmark", "--quick", "--device", "cpu", "-o", str(f.unwritable / "b.json")],
         "cannot write into /proc"),
     "train --out is a file": (
-        lambda f, w: ["train", "--config", "synthetic-tsn", "--out", str(f.a_file)], "is an existing file"),
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--out", str(f.a_file)], "is an existing file"),
     "train --out unwritable": (
-        lambda f, w: ["train", "--config", "synthetic-tsn", "--out", str(f.unwritable)], "cannot write into /proc"),
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--out", str(f.unwritable)],
+        "cannot write into /proc"),
     "demo --out is a file": (lambda f, w: ["demo", "--out", str(f.a_file)], "is an existing file"),
     "reproduce --out under a file": (
         lambda f, w: ["reproduce", "--out", str(f.a_file / "table")], "is a file, not a folder"),
@@ -192,7 +193,7 @@ def test_read_only_folder_is_refused_before_the_evaluation(files, work, capsys) 
 def test_train_refuses_a_folder_that_holds_a_run_before_reading_data(files, work, capsys) -> None:
     (work / "run" / "checkpoints").mkdir(parents=True)
     (work / "run" / "checkpoints" / "last.pt").write_bytes(b"x")
-    argv = ["train", "--config", "synthetic-tsn", "--out", str(work / "run")]
+    argv = ["train", "--config", "tsn_r10t_synthetic", "--out", str(work / "run")]
     _assert_one_line_error(argv, "already holds a run", capsys, work)
 
 
@@ -315,7 +316,7 @@ def test_bad_option_is_one_line_before_any_work(case, files, work, capsys) -> No
 
 @pytest.mark.parametrize("override", list(CONFIG_CASES))
 def test_bad_training_config_value_leaves_no_run_folder(override, work, capsys) -> None:
-    argv = ["train", "--config", "synthetic-tsn", "--set", override, "--out", str(work / "run")]
+    argv = ["train", "--config", "tsn_r10t_synthetic", "--set", override, "--out", str(work / "run")]
     _assert_one_line_error(argv, CONFIG_CASES[override], capsys, work)
     assert not (work / "run").exists()
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from tsn.cli import main
-from tsn.models.convert import convert_official_state_dict
 from tsn.errors import TsnError
-
+from tsn.models.convert import convert_official_state_dict
 from tsns_reference import reference_weights
 
 

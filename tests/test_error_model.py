@@ -9,8 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from error_model import (SAFETY, assert_close_float32, assert_close_float64, largest_reduction, network_reductions,
-                         reduction_depth, rounding_error_bound)
+from error_model import (
+    SAFETY,
+    assert_close_float32,
+    assert_close_float64,
+    largest_reduction,
+    network_reductions,
+    reduction_depth,
+    rounding_error_bound,
+)
 
 
 def test_bound_formula_and_equivalent_forms() -> None:

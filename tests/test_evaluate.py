@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from fixture_datasets import PASCAL_VAL_IDS
-from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.data import build_dataset
+from tsn.datasets import dataset_tasks
+from tsn.errors import TsnError
 from tsn.evaluation.evaluate import (
     TableRow,
     compare_with_baseline,
@@ -24,12 +25,11 @@ from tsn.evaluation.evaluate import (
     load_baseline,
     markdown_table,
 )
-from tsn.errors import TsnError
 from tsn.metrics import make_metric
 from tsn.metrics.edges import evaluate_edge_folder, seism_ground_truth
 from tsn.models import ModelConfig, create_model
 from tsn.models.base import DensePredictionModel
-from tsn.tasks import dataset_tasks
+from tsn.models.checkpoint import save_checkpoint
 
 TINY_DECODER = (16, 8, 8, 8, 8)
 SYNTHETIC = {"size": 64, "length": 6}
@@ -46,7 +46,6 @@ def _random_checkpoint(path: Path, preset: str) -> Path:
 def _authors_tsn_checkpoint(tmp_path: Path) -> Path:
     """The authors' ``tsns_model.pth`` layout with the parity fixture's random weights, converted."""
     from tsn.models.convert import convert_official_checkpoint
-
     from tsns_reference import reference_weights
 
     official = tmp_path / "tsns_model.pth"
@@ -153,7 +152,7 @@ def test_synthetic_end_to_end_cli(tmp_path) -> None:
 
 
 def test_workers_give_the_same_scores(tmp_path) -> None:
-    model = create_model("multi_head_r18_synthetic", decoder_channels=TINY_DECODER).eval()
+    model = create_model("multihead_r18_synthetic", decoder_channels=TINY_DECODER).eval()
     specs = dataset_tasks("synthetic", ["edges", "semseg"])
     data = build_dataset("synthetic", "val", tasks=["edges", "semseg"], **SYNTHETIC)
     kwargs = {"size": (64, 64), "edge_protocol": "astmt", "progress": False}
@@ -208,7 +207,7 @@ def test_edge_image_set_list_is_used_when_the_dataset_has_it(tmp_path, pascal_ro
 
 
 def test_nyud_fixture(tmp_path, nyud_root) -> None:
-    checkpoint = _random_checkpoint(tmp_path / "nyud.pt", "multi_head_r18_nyud")
+    checkpoint = _random_checkpoint(tmp_path / "nyud.pt", "multihead_r18_nyud")
     record = evaluate_checkpoint(checkpoint, "nyud", "val", data_root=nyud_root, size=(64, 96), workers=0,
                                  save_dir=tmp_path / "pred", progress=False)
     assert record["input_size"] == [64, 96]

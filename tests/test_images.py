@@ -13,8 +13,8 @@ import torch
 from PIL import Image, ImageOps
 
 from tsn.data.images import decode_image, default_max_pixels, read_rgb_image
-from tsn.inference.predict import predict_files
 from tsn.errors import TsnError
+from tsn.inference.predict import predict_files
 from tsn.models import build_model, model_config
 
 RNG = np.random.default_rng(0)
@@ -140,7 +140,7 @@ def test_exif_orientation_of_a_16_bit_colour_png(tmp_path: Path) -> None:
     import zlib
 
     rgb16 = np.dstack([RAMP16, RAMP16[::-1], np.full_like(RAMP16, 1000)])
-    ok, encoded = cv2.imencode(".png", rgb16[..., ::-1].copy())
+    _, encoded = cv2.imencode(".png", rgb16[..., ::-1].copy())
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     payload = exif.tobytes()

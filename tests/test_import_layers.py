@@ -1,5 +1,6 @@
 """The package's rooms import only downwards: commands -> studies -> training -> evaluation -> inference ->
-models / data / metrics -> tasks -> utils / errors. A module may import its own room and any room below it."""
+models / data -> tasks / kinds / datasets -> metrics -> utils -> errors. A module may import its own room and any
+room below it. Metrics are pure array code below the tasks: an output kind owns its metric, never the reverse."""
 
 from __future__ import annotations
 
@@ -14,18 +15,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tsn"
 LEVELS: list[set[str]] = [
     {"errors"},
     {"utils"},
-    {"tasks"},
     {"metrics"},
+    {"tasks", "kinds", "datasets"},
     {"models", "data"},
     {"inference"},
     {"evaluation"},
     {"training"},
     {"studies"},
     {"commands"},
+    {"plugins"},  # imports user modules (which may use anything) before a command runs
     {"cli"},
     {"__main__"},
 ]
-ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()
+ALLOWED_SIDEWAYS: set[tuple[str, str]] = {
+    ("tasks", "kinds"),  # a task holds its output kind
+    ("datasets", "tasks"),  # a dataset lists its tasks
+    ("datasets", "kinds"),
+}
 
 
 def _room(module: str) -> str:

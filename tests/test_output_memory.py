@@ -1,4 +1,4 @@
-"""The lean per-task output code of :mod:`tsn.tasks` gives exactly the former results, with bounded temporaries.
+"""The lean per-task output code of :mod:`tsn.kinds` gives exactly the former results, with bounded temporaries.
 
 ``to_saved``, ``render`` and the nearest resize of class maps used to convert whole full-size maps to float
 (float64 for ``render``), which cost several GB on a 10000 x 10000 image. They now work in row bands and gather
@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tsn.tasks
-from tsn.tasks import IGNORE_INDEX, TaskSpec, color_palette, dataset_tasks
+import tsn.kinds
+from tsn.datasets import dataset_tasks
+from tsn.tasks import IGNORE_INDEX, TaskSpec, color_palette
 
 SPECS = {spec.output: spec for spec in dataset_tasks("synthetic")}
 """One task of each output kind: classes, binary, unit_vector, scalar."""
@@ -67,7 +68,7 @@ def old_render(spec: TaskSpec, value: np.ndarray, *, is_label: bool = False) -> 
 @pytest.fixture(autouse=True)
 def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bands of 7 values: small test maps are still cut into many bands, the last one shorter."""
-    monkeypatch.setattr(tsn.tasks, "ROW_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(tsn.kinds, "ROW_CHUNK_ELEMENTS", 7)
 
 
 def with_boundaries(values: np.ndarray, boundaries: list[float], rng: np.random.Generator) -> np.ndarray:
@@ -231,7 +232,7 @@ def traced_peak(function, *args) -> int:
 
 def test_full_size_conversions_allocate_little_beyond_their_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """At 1000 x 1000 the former code allocated 2-10 times its uint8 result in float temporaries."""
-    monkeypatch.setattr(tsn.tasks, "ROW_CHUNK_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(tsn.kinds, "ROW_CHUNK_ELEMENTS", 1 << 14)
     band = 8 * 3 * (1 << 14) * 3  # a few float64 band temporaries
     side = 1000
     rng = np.random.default_rng(0)

@@ -8,9 +8,16 @@ import re
 import pytest
 
 from tsn.studies import benchmark
-from tsn.studies.benchmark import cap_peaks, conv_peak_gflops, cpu_features, format_report, measured_peaks, theoretical_peak
+from tsn.studies.benchmark import (
+    cap_peaks,
+    conv_peak_gflops,
+    cpu_features,
+    format_report,
+    measured_peaks,
+    theoretical_peak,
+)
 
-SAPPHIRE_RAPIDS = "fma avx avx2 avx512f avx512_bf16 amx_bf16 amx_tile".split()
+SAPPHIRE_RAPIDS = ["fma", "avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
 
 
 def test_theoretical_peak_from_flags_and_clock() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tsn.cli import main
+from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
 from tsn.studies.reproduce import plan_runs, reproduce, run_status, train_or_reuse
-from tsn.tasks import dataset_tasks
 
 TINY = (
     "max_steps=1", "batch_size=2", "data.options={size: 64, length: 4}", "data.num_workers=0", "tensorboard=false",
@@ -29,8 +29,8 @@ def test_plans_use_the_presets_and_budgets() -> None:
         "single_task-semseg", "single_task-human_parts", "single_task-edges", "single_task-normals",
         "single_task-saliency", "multi_head", "tsn",
     ]
-    assert [run.config.name for run in pascal][-3:] == ["pascal-single-saliency", "pascal-multihead-r18",
-                                                         "pascal-tsn-r18"]
+    assert [run.config.name for run in pascal][-3:] == ["single_r18_pascal.saliency", "multihead_r18_pascal",
+                                                         "tsn_r18_pascal"]
     assert {run.config.epochs for run in pascal} == {300} and pascal[-1].config.model.pretrained
     assert pascal[0].config.model.arch == "single_task" and pascal[0].config.model.tasks == ("semseg",)
     assert [run.key for run in plan_runs("nyud", "quick")][-1] == "tsn"

@@ -13,7 +13,8 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from tsn.errors import TsnError
 from tsn.utils.checks import one_line
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Task Switching Networks for multi-task dense prediction.",
     )
     parser.add_argument("--version", action="version", version=f"tsn {__version__}")
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE",
+        help="import MODULE (a module name or a .py file) before the command, repeatable: it may register tasks "
+        "and datasets (docs/extending.md); installed plugins (entry points 'tsn.plugins') are imported always",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
         module = importlib.import_module(f"tsn.commands.{name}")
@@ -53,7 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_options(argv: Sequence[str]) -> list[str]:
+    """The values of ``--plugin`` before the command name (read first: plugins add datasets the help lists)."""
+    targets, tokens = [], list(argv)
+    for index, token in enumerate(tokens):
+        if token == "--plugin" and index + 1 < len(tokens):
+            targets.append(tokens[index + 1])
+        elif token.startswith("--plugin="):
+            targets.append(token.partition("=")[2])
+        elif not token.startswith("-") and (index == 0 or tokens[index - 1] != "--plugin"):
+            break  # the command: what follows is its own arguments
+    return targets
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from tsn.plugins import load_plugins
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        load_plugins(_plugin_options(argv))
+    except TsnError as error:
+        print(f"tsn: error: {one_line(error, limit=1000)}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -1,117 +1,55 @@
 """The task registry: every dense-prediction task is described exactly once, here.
 
-Models read ``channels``; losses read ``loss``/``loss_weight``/``loss_options``; metrics read ``metric`` and
-``higher_is_better``; loaders and transforms read ``label_interpolation``, ``flip_negate_channels`` and
-``ignore_index``; commands read ``postprocess``, ``to_saved`` and ``render``. Nothing else in the project
-branches on a task's name.
+Models read ``channels``; losses read ``loss``/``loss_weight``/``loss_options``; metrics read ``metric``,
+``metric_options`` and ``higher_is_better``; loaders and transforms read ``label_interpolation``,
+``flip_negate_channels`` and ``ignore_index``; commands read ``postprocess``, ``to_saved`` and ``render``. Nothing
+else in the project branches on a task's name.
 
-The output *kind* of a task (``classes``, ``binary``, ``unit_vector``, ``scalar``) decides how a raw network
-output becomes a prediction (argmax / sigmoid / L2-normalise / identity), how it is saved (the authors' PNG
-conventions) and how it is drawn.
+The output *kind* of a task (:mod:`tsn.kinds`: ``classes``, ``binary``, ``unit_vector``, ``scalar``) decides how
+a raw network output becomes a prediction (argmax / sigmoid / L2-normalise / identity), how it is saved (the
+authors' PNG conventions), read back, drawn and scored; a :class:`TaskSpec` delegates all of that to its kind.
+User code adds a task with :func:`register_task`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from tsn.errors import TsnError
+from tsn.kinds import (
+    BINARY,
+    CLASSES,
+    INTERPOLATIONS,
+    SCALAR,
+    UNIT_VECTOR,
+    Interpolation,
+    OutputKind,
+    color_palette,
+    get_kind,
+)
+from tsn.utils.constants import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    import torch
+
+    from tsn.metrics.base import TaskMetric
 
 __all__ = [
     "IGNORE_INDEX",
     "OutputKind",
     "TaskSpec",
     "TASKS",
-    "DATASET_TASKS",
     "PAPER_TASK_ORDER",
     "get_task",
     "resolve_tasks",
-    "dataset_tasks",
+    "register_task",
     "color_palette",
 ]
-
-IGNORE_INDEX = 255
-"""Ignore value of every label map (as in ASTMT / TSNs)."""
-
-OutputKind = Literal["classes", "binary", "unit_vector", "scalar"]
-
-Interpolation = Literal["nearest", "bilinear", "bicubic"]
-
-
-ROW_CHUNK_ELEMENTS = 1 << 20
-"""Values of a full-size map that the per-pixel output code (``to_saved``, ``render``) converts at once. Working
-through a map in row bands of about this many values bounds the float temporaries to a few MB whatever the image
-size (a 10000 x 10000 map would otherwise take several GB of float64 copies); every value goes through the same
-formula, so the result is the same bit for bit."""
-
-_FLOAT32_EXACT_INTEGERS = 1 << 24
-"""Integers of magnitude up to this are exact in float32 (the nearest resize's former float detour)."""
-
-
-def _row_bands(height: int, values_per_row: int) -> Iterator[slice]:
-    """Consecutive row slices covering ``height`` rows, each of about :data:`ROW_CHUNK_ELEMENTS` values."""
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, values_per_row))
-    for start in range(0, height, step):
-        yield slice(start, min(start + step, height))
-
-
-def _nearest_sources(length: int, new_length: int, axis: int, device: torch.device) -> torch.Tensor:
-    """The source index of every output position of a ``mode="nearest"`` resize along ``axis`` (2: height, 3:
-    width) from ``length`` to ``new_length``, as ``F.interpolate`` picks it: found by resizing an index ramp with
-    ``F.interpolate`` itself, so the choice (rounding of the scale, exact 2x shortcut) is PyTorch's own."""
-    shape, new_shape = [1, 1, 1, 1], [1, 1]
-    shape[axis], new_shape[axis - 2] = length, new_length
-    ramp = torch.arange(length, dtype=torch.float32, device=device).view(shape)
-    return F.interpolate(ramp, size=tuple(new_shape), mode="nearest").view(-1).long()
-
-
-def _resize_class_indices(indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest resize of ``(N, h, w)`` class indices to ``(N, *size)`` int64, equal to the former
-    ``F.interpolate(indices[:, None].float(), size, mode="nearest")[:, 0].long()`` but without its full-size float32
-    map: the rows and columns are gathered straight from the integer map. Inputs where the float32 detour could
-    change a value (float maps, integers beyond 2**24) still take it."""
-    exact = (
-        indices.dim() == 3
-        and indices.numel() > 0
-        and not indices.is_floating_point()
-        and not indices.is_complex()
-        and max(indices.shape[-2:]) <= _FLOAT32_EXACT_INTEGERS
-        and (
-            indices.dtype == torch.bool
-            or -_FLOAT32_EXACT_INTEGERS <= int(indices.min()) <= int(indices.max()) <= _FLOAT32_EXACT_INTEGERS
-        )
-    )
-    if not exact:
-        return F.interpolate(indices[:, None].float(), size=size, mode="nearest")[:, 0].long()
-    (height, width), (new_height, new_width) = indices.shape[-2:], (int(size[0]), int(size[1]))
-    rows = _nearest_sources(height, new_height, 2, indices.device)
-    columns = _nearest_sources(width, new_width, 3, indices.device)
-    if new_height * width <= height * new_width:  # the smaller intermediate first
-        resized = indices.index_select(1, rows).index_select(2, columns)
-    else:
-        resized = indices.index_select(2, columns).index_select(1, rows)
-    return resized.long()
-
-
-def color_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved RGB), ``n x 3`` uint8; index 255 is drawn as white."""
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for index in range(n):
-        value, r, g, b = index, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((value >> 0) & 1) << shift
-            g |= ((value >> 1) & 1) << shift
-            b |= ((value >> 2) & 1) << shift
-            value >>= 3
-        palette[index] = (r, g, b)
-    if n > IGNORE_INDEX:
-        palette[IGNORE_INDEX] = (255, 255, 255)
-    return palette
 
 
 @dataclass(frozen=True)
@@ -121,7 +59,8 @@ class TaskSpec:
     name: str
     title: str
     channels: int
-    output: OutputKind
+    kind: OutputKind
+    """The task's output kind (:mod:`tsn.kinds`); its name (``"classes"``...) is accepted and turned into it."""
     loss: str
     """Key of :data:`tsn.training.losses.LOSSES`."""
     loss_weight: float
@@ -136,6 +75,8 @@ class TaskSpec:
     prediction_interpolation: Interpolation
     """Interpolation used when a prediction is resized back to the original image size (ASTMT ``INFER``)."""
     loss_options: Mapping[str, float] = field(default_factory=dict)
+    metric_options: Mapping[str, Any] = field(default_factory=dict)
+    """The task's own protocol choices for its metric (keywords of its builder in :mod:`tsn.metrics`)."""
     ignore_index: int = IGNORE_INDEX
     flip_negate_channels: tuple[int, ...] = ()
     """Channels whose sign flips under a horizontal flip (the x component of normals)."""
@@ -144,34 +85,30 @@ class TaskSpec:
     class_names: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
 
-    def with_channels(self, channels: int, class_names: Sequence[str] = ()) -> "TaskSpec":
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", get_kind(self.kind))
+
+    @property
+    def output(self) -> str:
+        """The name of the output kind, as files store it (checkpoints, ONNX metadata)."""
+        return self.kind.name
+
+    def with_channels(self, channels: int, class_names: Sequence[str] = ()) -> TaskSpec:
         """The same task with a dataset-specific number of output channels (e.g. NYUD's 41 classes)."""
         return dataclasses.replace(self, channels=int(channels), class_names=tuple(class_names))
 
-    # ---------------------------------------------------------------- raw output -> prediction
+    # ---------------------------------------------------------------- what the kind decides
     def postprocess(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw network output ``(N, C, H, W)`` -> prediction.
 
         ``classes`` -> ``(N, H, W)`` int64 argmax; ``binary`` -> ``(N, 1, H, W)`` probability; ``unit_vector`` ->
         ``(N, C, H, W)`` L2-normalised; ``scalar`` -> unchanged.
         """
-        if self.output == "classes":
-            return raw.argmax(dim=1)
-        if self.output == "binary":
-            return torch.sigmoid(raw)
-        if self.output == "unit_vector":
-            return F.normalize(raw, p=2, dim=1)
-        return raw
+        return self.kind.postprocess(raw)
 
     def resize_prediction(self, pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Resize a postprocessed prediction of one or more images to ``size = (H, W)``."""
-        if tuple(pred.shape[-2:]) == tuple(size):
-            return pred
-        if self.output == "classes":
-            return _resize_class_indices(pred, size)
-        mode = self.prediction_interpolation
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(pred.float(), size=size, mode=mode, **kwargs)
+        return self.kind.resize_prediction(pred, size, self.prediction_interpolation)
 
     def to_saved(self, pred: np.ndarray) -> np.ndarray:
         """One image's postprocessed prediction (``H x W`` or ``C x H x W``) -> the array the authors save.
@@ -179,76 +116,31 @@ class TaskSpec:
         ``classes`` -> uint8 class indices; ``binary`` -> uint8 ``255 * p`` (truncated, as the reference);
         ``unit_vector`` -> uint8 RGB ``(n + 1) * 255 / 2``; ``scalar`` -> float32 as is (saved as ``.mat``).
         """
-        pred = np.asarray(pred)
-        if self.output == "classes":
-            return pred.astype(np.uint8)
-        if self.output == "binary":
-            probability = pred.reshape(pred.shape[-2:])
-            saved = np.empty(probability.shape, dtype=np.uint8)
-            for rows in _row_bands(probability.shape[0], probability.shape[1]):
-                saved[rows] = np.clip(255.0 * probability[rows], 0, 255).astype(np.uint8)
-            return saved
-        if self.output == "unit_vector":
-            vectors = pred.transpose(1, 2, 0)
-            saved = np.empty(vectors.shape, dtype=np.uint8)
-            for rows in _row_bands(vectors.shape[0], vectors.shape[1] * vectors.shape[2]):
-                saved[rows] = np.clip((vectors[rows] + 1.0) * 255.0 / 2.0, 0, 255).astype(np.uint8)
-            return saved
-        return pred.reshape(pred.shape[-2:]).astype(np.float32)
+        return self.kind.to_saved(pred)
+
+    def read_saved(self, saved: np.ndarray) -> np.ndarray:
+        """A saved prediction (:meth:`to_saved`) as the reference evaluators read it back from its file."""
+        return self.kind.read_saved(saved)
 
     @property
     def saved_suffix(self) -> str:
-        return ".mat" if self.output == "scalar" else ".png"
+        return self.kind.saved_suffix
 
     def render(self, value: np.ndarray, *, is_label: bool = False) -> np.ndarray:
         """Draw a label or a postprocessed prediction as an ``H x W x 3`` uint8 picture.
 
         Ignored pixels (255 in a label) are drawn white for class maps and black elsewhere.
         """
-        value = np.asarray(value)
-        if self.output == "unit_vector":
-            vectors = value.reshape((-1,) + value.shape[-2:]).transpose(1, 2, 0)
-            picture = np.empty(vectors.shape, dtype=np.uint8)
-            for rows in _row_bands(vectors.shape[0], vectors.shape[1] * vectors.shape[2]):
-                vec = np.asarray(vectors[rows], dtype=np.float64)
-                invalid = np.all(vec == self.ignore_index, axis=-1) | np.all(vec == 0, axis=-1)
-                band = np.clip((vec + 1.0) * 127.5, 0, 255).astype(np.uint8)
-                band[invalid] = 0
-                picture[rows] = band
-            return picture
-        plane = value.reshape(value.shape[-2:])
-        picture = np.empty(plane.shape + (3,), dtype=np.uint8)
-        bands = list(_row_bands(plane.shape[0], plane.shape[1]))
-        if self.output == "classes":
-            palette = color_palette()
-            for rows in bands:
-                index = np.asarray(plane[rows], dtype=np.float64).astype(np.int64)
-                picture[rows] = palette[np.clip(index, 0, 255)]
-            return picture
-        low, high = 0.0, 1.0
-        if self.output == "scalar":  # stretched by the range of the valid (positive, not ignored) values
-            ranges = [self._valid_range(np.asarray(plane[rows], dtype=np.float64), is_label) for rows in bands]
-            ranges = [r for r in ranges if r is not None]
-            if ranges:
-                low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
-        for rows in bands:
-            grey = np.asarray(plane[rows], dtype=np.float64)
-            invalid = grey == self.ignore_index if is_label else np.zeros(grey.shape, dtype=bool)
-            if self.output == "scalar":
-                grey = (grey - low) / max(high - low, 1e-8)
-            grey = np.where(invalid, 0.0, np.clip(grey, 0.0, 1.0))
-            picture[rows] = (grey * 255).astype(np.uint8)[..., None]
-        return picture
+        return self.kind.render(value, is_label=is_label, ignore_index=self.ignore_index)
 
-    def _valid_range(self, grey: np.ndarray, is_label: bool) -> tuple[float, float] | None:
-        """``(min, max)`` of the positive values of ``grey`` that are not ignored, None when there are none."""
-        valid = grey > 0
-        if is_label:
-            valid &= grey != self.ignore_index
-        if not valid.any():
-            return None
-        chosen = grey[valid]
-        return float(chosen.min()), float(chosen.max())
+    def constant_output(self, labels: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """The raw output of the trivial predictor of ``labels`` (transformed, ``(N, C, H, W)``), and what it
+        predicts in words (majority class, prior probability, mean normal, mean value)."""
+        return self.kind.constant_output(labels, self.channels, self.ignore_index)
+
+    def make_metric(self, **options: Any) -> TaskMetric:
+        """A fresh metric of this task (options: :func:`tsn.metrics.build_metric`)."""
+        return self.kind.make_metric(self, **options)
 
 
 _VOC_CLASSES = (
@@ -261,36 +153,38 @@ TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec(
-            name="semseg", title="Semantic segmentation", channels=21, output="classes",
+            name="semseg", title="Semantic segmentation", channels=21, kind=CLASSES,
             loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="nearest",
             class_names=_VOC_CLASSES, aliases=("seg", "segmentation", "semantic"),
         ),
         TaskSpec(
-            name="human_parts", title="Human parts", channels=7, output="classes",
+            name="human_parts", title="Human parts", channels=7, kind=CLASSES,
             loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="nearest",
             class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"), empty_label_ignored=True,
+            # The reference parts evaluator skips images whose label is all background or all ignored.
+            metric_options={"skip_uniform_labels": True},
         ),
         TaskSpec(
-            name="edges", title="Edge detection", channels=1, output="binary",
+            name="edges", title="Edge detection", channels=1, kind=BINARY,
             loss="balanced_bce", loss_weight=50.0, loss_options={"pos_weight": 0.95},
             metric="odsF", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("edge", "boundaries"),
         ),
         TaskSpec(
-            name="normals", title="Surface normals", channels=3, output="unit_vector",
+            name="normals", title="Surface normals", channels=3, kind=UNIT_VECTOR,
             loss="normals_l1", loss_weight=10.0, metric="mErr", higher_is_better=False, table_scale=1.0,
             label_interpolation="bicubic", prediction_interpolation="bilinear",
             flip_negate_channels=(0,), aliases=("normal", "surface_normals"),
         ),
         TaskSpec(
-            name="saliency", title="Saliency", channels=1, output="binary",
+            name="saliency", title="Saliency", channels=1, kind=BINARY,
             loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
             label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("sal",),
         ),
         TaskSpec(
-            name="depth", title="Depth", channels=1, output="scalar",
+            name="depth", title="Depth", channels=1, kind=SCALAR,
             loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
             label_interpolation="bilinear", prediction_interpolation="bilinear",
         ),
@@ -301,15 +195,6 @@ TASKS: dict[str, TaskSpec] = {
 PAPER_TASK_ORDER: tuple[str, ...] = ("semseg", "human_parts", "edges", "normals", "saliency")
 """The authors' task order; position ``i`` owns block ``i`` of the task code."""
 
-DATASET_TASKS: dict[str, dict[str, int]] = {
-    "pascal_context": {"semseg": 21, "human_parts": 7, "edges": 1, "normals": 3, "saliency": 1},
-    # ASTMT convention: 41 classes, class 0 is trained and evaluated as a real class.
-    "nyud": {"semseg": 41, "depth": 1, "normals": 3, "edges": 1},
-    # background, ground, sphere, box, cylinder, cone/capsule, figure (see tsn.data.synthetic)
-    "synthetic": {"semseg": 7, "human_parts": 7, "edges": 1, "normals": 3, "saliency": 1, "depth": 1},
-}
-"""The tasks of each dataset, in the order a model built for that dataset uses, with their channel counts."""
-
 _ALIASES = {alias: spec.name for spec in TASKS.values() for alias in (spec.name, *spec.aliases)}
 
 
@@ -318,7 +203,56 @@ def get_task(name: str) -> TaskSpec:
     try:
         return TASKS[_ALIASES[name.strip().lower()]]
     except KeyError:
-        raise TsnError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+        raise TsnError(
+            f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (a plugin's task needs `tsn --plugin MODULE`)"
+        ) from None
+
+
+def _malformation(spec: TaskSpec) -> str | None:
+    """What is wrong with ``spec`` as a new task (None when nothing is)."""
+    if not (isinstance(spec.name, str) and spec.name.isidentifier() and spec.name == spec.name.lower()):
+        return f"its name {spec.name!r} is not a lower-case identifier (e.g. 'roads')"
+    if isinstance(spec.channels, bool) or not isinstance(spec.channels, int) or spec.channels < 1:
+        return f"channels must be a positive integer, got {spec.channels!r}"
+    if not spec.kind.supports_metric(spec.metric):
+        supported = ", ".join(spec.kind.metric_families) or "none"
+        return f"output kind {spec.kind.name!r} has no metric {spec.metric!r} (it offers: {supported})"
+    for what in ("label_interpolation", "prediction_interpolation"):
+        if getattr(spec, what) not in INTERPOLATIONS:
+            return f"{what} must be one of {', '.join(INTERPOLATIONS)}, got {getattr(spec, what)!r}"
+    if not (isinstance(spec.loss, str) and spec.loss):
+        return f"loss must name a loss of tsn.training.losses.LOSSES, got {spec.loss!r}"
+    for what in ("loss_weight", "table_scale"):
+        value = getattr(spec, what)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            return f"{what} must be a finite number >= 0, got {value!r}"
+    if any(not 0 <= c < spec.channels for c in spec.flip_negate_channels):
+        return f"flip_negate_channels {spec.flip_negate_channels} must lie in 0..{spec.channels - 1}"
+    if spec.class_names and len(spec.class_names) != spec.channels:
+        return f"it has {len(spec.class_names)} class names for {spec.channels} channels; give one per channel or none"
+    return None
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a user task to the registry, so that models, losses, data transforms, metrics and commands know it.
+
+    ``spec`` is a :class:`TaskSpec` whose kind (:mod:`tsn.kinds`) offers its headline metric. A name or alias
+    that is already taken, or a malformed spec, is refused with a one-line :class:`~tsn.errors.TsnError`.
+    Returns ``spec``.
+    """
+    if not isinstance(spec, TaskSpec):
+        raise TsnError(f"register_task takes a tsn.tasks.TaskSpec, got {type(spec).__name__}")
+    problem = _malformation(spec)
+    if problem:
+        raise TsnError(f"cannot register task {spec.name!r}: {problem}")
+    taken = [alias for alias in (spec.name, *spec.aliases) if alias.strip().lower() in _ALIASES]
+    if taken:
+        owner = _ALIASES[taken[0].strip().lower()]
+        raise TsnError(f"cannot register task {spec.name!r}: the name {taken[0]!r} already means task {owner!r}; "
+                       "choose another name")
+    TASKS[spec.name] = spec
+    _ALIASES.update({alias.strip().lower(): spec.name for alias in (spec.name, *spec.aliases)})
+    return spec
 
 
 def resolve_tasks(names: Sequence[str], channels: Mapping[str, int] | None = None) -> tuple[TaskSpec, ...]:
@@ -335,16 +269,3 @@ def resolve_tasks(names: Sequence[str], channels: Mapping[str, int] | None = Non
     if not specs:
         raise TsnError("no task given; name at least one of: " + ", ".join(TASKS))
     return tuple(specs)
-
-
-def dataset_tasks(dataset: str, names: Sequence[str] | None = None) -> tuple[TaskSpec, ...]:
-    """The task specs of ``dataset`` (all of them, or the subset ``names``) with the dataset's channels."""
-    key = dataset.strip().lower().replace("-", "_")
-    if key not in DATASET_TASKS:
-        raise TsnError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_TASKS)}")
-    available = DATASET_TASKS[key]
-    chosen = list(available) if names is None or list(names) in (["all"], []) else [get_task(n).name for n in names]
-    missing = [n for n in chosen if n not in available]
-    if missing:
-        raise TsnError(f"dataset {dataset!r} has no task {missing[0]!r}; its tasks: {', '.join(available)}")
-    return resolve_tasks(chosen, available)

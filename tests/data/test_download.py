@@ -7,10 +7,10 @@ import io
 import re
 import tarfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -54,7 +54,7 @@ class Behaviour:
 
 def make_handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        def do_GET(self) -> None:
             behaviour.requests.append(dict(self.headers))
             body, total = behaviour.body, len(behaviour.body)
             if behaviour.status:
@@ -184,7 +184,7 @@ def test_416_on_an_oversized_part_file_restarts(server, tmp_path):
 def test_repeated_interruptions_keep_part_and_fail(server, tmp_path):
     url, behaviour = server
     behaviour.cut_after = [10, 10, 10]
-    with pytest.raises(TsnError, match="interrupted 3 times.*run the same command again") as error:
+    with pytest.raises(TsnError, match=r"interrupted 3 times.*run the same command again") as error:
         fetch(tmp_path, url)
     assert "\n" not in str(error.value)
     assert (tmp_path / "PASCAL_MT.tgz.part").read_bytes() == ARCHIVE[:30]
@@ -293,7 +293,7 @@ def test_http_and_network_errors_are_one_line(server, tmp_path):
     behaviour.status = 404
     with pytest.raises(TsnError, match=f"cannot download {url}: HTTP 404 .*--archive PATH"):
         fetch(tmp_path, url)
-    with pytest.raises(TsnError, match="cannot download http://127.0.0.1:9/x.tgz: .*--archive PATH") as error:
+    with pytest.raises(TsnError, match=r"cannot download http://127\.0\.0\.1:9/x\.tgz: .*--archive PATH") as error:
         fetch(tmp_path, "http://127.0.0.1:9/x.tgz")
     assert "\n" not in str(error.value)
     assert_nothing_complete(tmp_path)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_datasets import NYUD_SMALL_LABELS_ID, NYUD_TRAIN_IDS, NYUD_VAL_IDS, Layout, image_size
 
 from error_model import assert_close_float32
+from fixture_datasets import NYUD_SMALL_LABELS_ID, NYUD_TRAIN_IDS, NYUD_VAL_IDS, Layout, image_size
 from tsn.data import NYUD, build_dataset, build_transforms
 from tsn.errors import TsnError
 

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_datasets import (
-    PASCAL_TRAIN_IDS,
-    PASCAL_VAL_IDS,
-    PARTS_CASES,
-    PERSON_LISTS,
-    VOC12_ID,
-    Layout,
-    image_size,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from error_model import assert_close_float32
+from fixture_datasets import (
+    PARTS_CASES,
+    PASCAL_TRAIN_IDS,
+    PASCAL_VAL_IDS,
+    PERSON_LISTS,
+    VOC12_ID,
+    Layout,
+    image_size,
+)
 from tsn.cli import main
 from tsn.data import build_dataset, build_transforms
 from tsn.data.pascal_context import VALID_NORMAL_IDS, PascalContext, label_boundaries
@@ -283,8 +283,8 @@ def test_edge_eval_ground_truth_is_the_raw_label_map(pascal_root: Path) -> None:
 def test_build_dataset_by_name(pascal_root: Path) -> None:
     dataset = build_dataset("pascal-context", "train", tasks=["semseg"], root=pascal_root.parent)
     assert isinstance(dataset, PascalContext) and len(dataset) == 6
-    with pytest.raises(TsnError, match="unknown dataset 'cityscapes'"):
-        build_dataset("cityscapes")
+    with pytest.raises(TsnError, match="unknown dataset 'coco'"):
+        build_dataset("coco")
 
 
 def test_data_show_writes_a_grid(pascal_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,10 +21,10 @@ from tsn.data.synthetic import (
     scene_rng,
 )
 from tsn.data.synthetic_render import Rendering, Scene, instance_edges, render, sample_scene
+from tsn.datasets import get_dataset
 from tsn.errors import TsnError
-from tsn.tasks import DATASET_TASKS
 
-TASKS = tuple(DATASET_TASKS["synthetic"])
+TASKS = tuple(get_dataset("synthetic").tasks)
 SIZE = 32
 
 
@@ -119,7 +119,7 @@ def test_normals_agree_with_finite_differences_of_depth() -> None:
                 assert angle.size == 0 or angle.max() < 0.1
                 plane_checked += angle.size
             elif label == SEMSEG_CLASSES.index("sphere"):  # smooth: only curvature separates the two
-                assert angle.size == 0 or np.median(angle) < 2.0 and angle.max() < 8.0
+                assert angle.size == 0 or (np.median(angle) < 2.0 and angle.max() < 8.0)
                 sphere_checked += angle.size
     assert plane_checked > 10_000 and sphere_checked > 100
 
@@ -276,8 +276,8 @@ def test_dataset_items_are_copies(tmp_path) -> None:
 
 def test_dataset_defaults() -> None:
     assert DEFAULT_LENGTHS == {"train": 2000, "val": 300, "test": 300}
-    assert len(SEMSEG_CLASSES) == DATASET_TASKS["synthetic"]["semseg"]
-    assert len(PART_CLASSES) == DATASET_TASKS["synthetic"]["human_parts"]
+    assert len(SEMSEG_CLASSES) == get_dataset("synthetic").tasks["semseg"]
+    assert len(PART_CLASSES) == get_dataset("synthetic").tasks["human_parts"]
     dataset = SyntheticScenes("test", size=SIZE, cache=False)
     assert len(dataset) == 300 and dataset.tasks == TASKS
 

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from error_model import assert_close_float32
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.utils.data import DataLoader, Dataset
 
+from error_model import assert_close_float32
 from tsn.data import collate
 from tsn.data.transforms import (
     IMAGENET_MEAN,

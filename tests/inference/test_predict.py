@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from tsn.models.checkpoint import load_model, save_checkpoint
 from tsn.cli import main
 from tsn.commands.predict import parse_size
+from tsn.datasets import dataset_tasks
 from tsn.inference.predict import collect_inputs, load_image, predict_files, restore_predictions, save_predictions
 from tsn.models import DensePredictionModel, ModelConfig, build_model, model_config
-from tsn.tasks import color_palette, dataset_tasks
+from tsn.models.checkpoint import load_model, save_checkpoint
+from tsn.tasks import color_palette
 
 NET = 64
 """Network input side used by the tests (the model runs on NET x NET images)."""
@@ -44,7 +45,7 @@ def images(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for (name, (h, w)), suffix in zip(SIZES.items(), (".jpg", ".png")):
+    for (name, (h, w)), suffix in zip(SIZES.items(), (".jpg", ".png"), strict=True):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}{suffix}")
     (folder / "broken.png").write_bytes((folder / "tall.png").read_bytes()[:80])
     (folder / "notes.txt").write_text("not an image\n")
@@ -219,7 +220,7 @@ def test_restored_predictions_have_each_image_size_and_kind(h: int, w: int, batc
     raw = {name: torch.randn(batch, spec.channels, 8, 8) for name, spec in specs.items()}
     sizes = [(h + i, w) for i in range(batch)]
     restored = restore_predictions(raw, specs, sizes)
-    for (hh, ww), predictions in zip(sizes, restored):
+    for (hh, ww), predictions in zip(sizes, restored, strict=True):
         assert predictions["semseg"].shape == (hh, ww) and predictions["semseg"].max() < 41
         assert predictions["edges"].shape == (1, hh, ww) and 0 <= predictions["edges"].min()
         assert predictions["edges"].max() <= 1 and predictions["depth"].shape == (1, hh, ww)

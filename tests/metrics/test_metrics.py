@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tsn.metrics as metrics
+from tsn.datasets import dataset_tasks, get_dataset
 from tsn.errors import TsnError
 from tsn.metrics import (
     METRIC_OPTIONS,
@@ -23,10 +24,15 @@ from tsn.metrics import (
     make_metrics,
     task_drops,
 )
-from tsn.tasks import DATASET_TASKS, TASKS, dataset_tasks, get_task
+from tsn.tasks import TASKS, get_task
 
 PAPER_SINGLE = {"edges": 71.3, "semseg": 64.3, "human_parts": 55.5, "normals": 16.3, "saliency": 62.9}
 PAPER_TSN = {"edges": 70.6, "semseg": 64.2, "human_parts": 55.0, "normals": 16.3, "saliency": 63.3}
+
+
+def registered(scores) -> list:
+    """The registry's specs of the scored tasks: the multi-task score reads each metric's direction from them."""
+    return [get_task(task) for task in scores]
 
 
 class FakeEdgeMetric:
@@ -64,7 +70,7 @@ _PERFECT = {
 _EXPECTED = {"semseg": 2 / 7, "human_parts": 2 / 7, "edges": 0.5, "normals": 0.0, "saliency": 1.0, "depth": 0.0}
 
 
-@pytest.mark.parametrize("name", sorted(DATASET_TASKS["synthetic"]))
+@pytest.mark.parametrize("name", sorted(get_dataset("synthetic").tasks))
 def test_every_task_gets_a_metric_with_its_headline_key(name: str, fake_edges) -> None:
     spec = dataset_tasks("synthetic", [name])[0]
     metric = make_metric(spec)
@@ -98,7 +104,7 @@ def test_options_reach_only_the_metrics_that_read_them(fake_edges) -> None:
     built = make_metrics(
         dataset_tasks("synthetic"), depth_protocol="pooled", saliency_thresholds=(0.5,), edge_protocol=None
     )
-    assert list(built) == list(DATASET_TASKS["synthetic"])
+    assert list(built) == list(get_dataset("synthetic").tasks)
     assert built["depth"].compute()["protocol"] == "pooled"
     assert built["saliency"].compute()["thresholds"] == [0.5]
     assert built["edges"].protocol == "mtl-survey"  # None means "the default"
@@ -124,35 +130,38 @@ def test_a_new_task_of_a_known_kind_needs_no_code() -> None:
 # ------------------------------------------------------------------------------------------ multi-task score
 def test_paper_table_average_drop() -> None:
     """reference-model.md section 5: recomputed from the rounded table, the average drop is 0.28."""
-    drops = task_drops(PAPER_TSN, PAPER_SINGLE)
+    drops = task_drops(PAPER_TSN, PAPER_SINGLE, registered(PAPER_TSN))
     assert drops == pytest.approx(
         {"edges": 70 / 71.3, "semseg": 10 / 64.3, "human_parts": 50 / 55.5, "normals": 0.0, "saliency": -40 / 62.9}
     )
-    assert round(average_drop(PAPER_TSN, PAPER_SINGLE), 2) == 0.28
-    assert delta_m(PAPER_TSN, PAPER_SINGLE) == -average_drop(PAPER_TSN, PAPER_SINGLE)
+    specs = registered(PAPER_TSN)
+    assert round(average_drop(PAPER_TSN, PAPER_SINGLE, specs), 2) == 0.28
+    assert delta_m(PAPER_TSN, PAPER_SINGLE, specs) == -average_drop(PAPER_TSN, PAPER_SINGLE, specs)
 
 
 def test_lower_is_better_tasks_flip_the_sign() -> None:
     # Normals error 16.3 -> 17.93 is 10 % worse; depth RMSE 0.5 -> 0.45 is 10 % better.
-    drops = task_drops({"normals": 17.93, "depth": 0.45}, {"normals": 16.3, "depth": 0.5})
+    specs = registered(["normals", "depth"])
+    drops = task_drops({"normals": 17.93, "depth": 0.45}, {"normals": 16.3, "depth": 0.5}, specs)
     assert drops == pytest.approx({"normals": 10.0, "depth": -10.0})
 
 
 def test_specs_decide_the_direction() -> None:
     inverted = dataclasses.replace(get_task("semseg"), higher_is_better=False)
     assert task_drops({"semseg": 0.6}, {"semseg": 0.5}, [inverted]) == pytest.approx({"semseg": 20.0})
-    assert task_drops({"semseg": 0.6}, {"semseg": 0.5}) == pytest.approx({"semseg": -20.0})
+    assert task_drops({"semseg": 0.6}, {"semseg": 0.5}, [get_task("semseg")]) == pytest.approx({"semseg": -20.0})
 
 
 def test_multitask_errors_are_one_line() -> None:
+    specs = registered(["semseg", "edges"])
     with pytest.raises(TsnError, match="on one side only"):
-        average_drop({"semseg": 0.6}, {"semseg": 0.5, "edges": 0.7})
+        average_drop({"semseg": 0.6}, {"semseg": 0.5, "edges": 0.7}, specs)
     with pytest.raises(TsnError, match="non-zero baseline"):
-        average_drop({"semseg": 0.6}, {"semseg": 0.0})
+        average_drop({"semseg": 0.6}, {"semseg": 0.0}, specs)
     with pytest.raises(TsnError, match="no multi-task score"):
-        average_drop({}, {})
-    with pytest.raises(TsnError, match="unknown task"):
-        average_drop({"sky": 0.6}, {"sky": 0.5})
+        average_drop({}, {}, specs)
+    with pytest.raises(TsnError, match="no task spec given for 'sky'"):
+        average_drop({"sky": 0.6}, {"sky": 0.5}, specs)
 
 
 _scores = st.dictionaries(
@@ -165,15 +174,15 @@ _scores = st.dictionaries(
 def test_average_drop_properties(scores, scale) -> None:
     multi = {task: pair[0] for task, pair in scores.items()}
     single = {task: pair[1] for task, pair in scores.items()}
-    drop = average_drop(multi, single)
-    assert average_drop(single, single) == 0.0
-    assert delta_m(multi, single) == -drop
-    assert average_drop({t: v * scale for t, v in multi.items()}, {t: v * scale for t, v in single.items()}) == (
-        pytest.approx(drop, abs=1e-9)
-    )
+    specs = registered(scores)
+    drop = average_drop(multi, single, specs)
+    assert average_drop(single, single, specs) == 0.0
+    assert delta_m(multi, single, specs) == -drop
+    scaled_multi, scaled_single = ({t: v * scale for t, v in d.items()} for d in (multi, single))
+    assert average_drop(scaled_multi, scaled_single, specs) == pytest.approx(drop, abs=1e-9)
     # Antisymmetry in the direction of each task: flipping every task's "better" flips the sign.
     flipped = [dataclasses.replace(TASKS[t], higher_is_better=not TASKS[t].higher_is_better) for t in scores]
     assert average_drop(multi, single, flipped) == pytest.approx(-drop)
     # Better on every task (in its own direction) means a negative drop.
     better = {t: v * (1.5 if TASKS[t].higher_is_better else 0.5) for t, v in single.items()}
-    assert average_drop(better, single) < 0
+    assert average_drop(better, single, specs) < 0

@@ -100,7 +100,7 @@ def test_identical_depth_scores_zero(maps) -> None:
 @settings(max_examples=60, deadline=None)
 @given(_positive_maps, _positive_maps, st.randoms(use_true_random=False))
 def test_pooled_is_invariant_to_image_order(preds, labels, random) -> None:
-    images = list(zip(preds, labels))
+    images = list(zip(preds, labels, strict=False))
     shuffled = random.sample(images, len(images))
     first, second = _score(PooledDepthMetric(), images), _score(PooledDepthMetric(), shuffled)
     for key in ("rmse", "log_rmse", "abs_rel", "sq_rel", "delta_1"):

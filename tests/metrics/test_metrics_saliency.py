@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis.extra.numpy import arrays
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from tsn.errors import TsnError
 from tsn.metrics import SaliencyMetric, make_metric

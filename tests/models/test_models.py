@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from error_model import assert_close_float32
-from tsn.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import MODEL_PRESETS, ModelConfig, TaskSwitchingNet, build_model, create_model, model_config
+from tsn.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tsn.models.layers import channel_pool_matrix, pool_channels
 
 PASCAL = ("semseg", "human_parts", "edges", "normals", "saliency")
@@ -72,7 +72,7 @@ def test_baselines_forward(arch: str) -> None:
 
 
 def test_single_task_has_no_task_embedding_and_paper_block() -> None:
-    model = create_model("single_task_r18_pascal", tasks=["human_parts"])
+    model = create_model("single_r18_pascal", tasks=["human_parts"])
     assert not any("task_embedding" in k or "style" in k for k in model.state_dict())
     assert isinstance(model.decoder.final.norm, torch.nn.InstanceNorm2d) and model.decoder.final.norm.affine
 

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from error_model import assert_close_float32, assert_close_float64, network_reductions
+from tsn.errors import TsnError
 from tsn.models.checkpoint import load_model
 from tsn.models.convert import convert_official_checkpoint, convert_official_state_dict
-from tsn.errors import TsnError
-
-from error_model import assert_close_float32, assert_close_float64, network_reductions
 from tsns_reference import AUTHORS_TASK_NAMES, FIXTURE, reference_weights
 
 
@@ -103,7 +102,7 @@ def test_convert_cli_single_task_named_by_file(tmp_path, io) -> None:
 def test_missing_key_is_a_one_line_error() -> None:
     state = reference_weights("keys_tsn.json")
     del state["conv_up2.conv1.bias"]
-    with pytest.raises(TsnError, match="missing 1 weight.*decoder.fuse.1.conv.bias") as info:
+    with pytest.raises(TsnError, match=r"missing 1 weight.*decoder\.fuse\.1\.conv\.bias") as info:
         convert_official_state_dict(state)
     assert "\n" not in str(info.value)
 
@@ -113,7 +112,7 @@ def test_wrong_layout_and_bad_files_are_one_line_errors(tmp_path, capsys) -> Non
 
     state = reference_weights("keys_tsn.json")
     state["conv_last.0.weight"] = torch.zeros(21, 32, 1, 1)
-    with pytest.raises(TsnError, match="'head.weight' has shape"):
+    with pytest.raises(TsnError, match=r"'head\.weight' has shape"):
         convert_official_state_dict(state)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert main(["convert", str(tmp_path / "junk.pth"), "-o", str(tmp_path / "x.pt")]) == 2

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 
 from error_model import assert_close_float32, assert_close_float64, network_reductions
-from tsn.models import create_model, model_config, build_model
+from tsn.models import build_model, create_model, model_config
 from tsn.models.fused import FusedAdaINConvBlock, adain_leaky_relu, fuse_adain_blocks, unfuse_adain_blocks
 from tsn.models.layers import AdaINConvBlock, modulate
 
@@ -48,8 +48,9 @@ def test_fused_block_matches_reference_block(channels_last: bool, groups: int) -
         block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         reference = block(x, style)
-        assert fuse_adain_blocks(block) == 1 and isinstance(block, FusedAdaINConvBlock)
-        fused = block(x, style)
+        fused_block = fuse_adain_blocks(block)
+        assert isinstance(fused_block, FusedAdaINConvBlock) and type(block) is AdaINConvBlock  # a new module
+        fused = fused_block(x, style)
     assert fused.shape == (2 * groups, 16, 12, 10)
     # conv + style linear + the instance norm's reduction over the 12 x 10 pixels (mean, variance)
     assert_close_float32(fused, reference, reduction=network_reductions(block) + [12 * 10] * 2)
@@ -61,7 +62,7 @@ def test_fused_block_gradients_match_reference_in_float64() -> None:
     x, style = torch.randn(2, 4, 7, 9, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
     grads = []
     for fuse in (False, True):
-        (fuse_adain_blocks if fuse else unfuse_adain_blocks)(block)
+        block = (fuse_adain_blocks if fuse else unfuse_adain_blocks)(block)
         block.zero_grad()
         x_ = x.clone().requires_grad_()
         (block(x_, style) ** 2).sum().backward()
@@ -74,7 +75,7 @@ def test_fused_block_gradients_match_reference_in_float64() -> None:
     assert_close_float64(fused[0], reference[0], reduction=reductions, what="input gradient")
     nonzero_reference = [g for g in reference[1:] if g.abs().max() > 1e-12]
     assert len(fused) - 1 == len(nonzero_reference)
-    for got, want in zip(fused[1:], nonzero_reference):
+    for got, want in zip(fused[1:], nonzero_reference, strict=True):
         assert_close_float64(got, want, reduction=reductions, what="parameter gradient")
 
 
@@ -107,16 +108,32 @@ def test_shared_lateral_equals_repeated_features() -> None:
         block(x, torch.randn(3, 4))
 
 
-def test_fusing_keeps_the_state_dict_and_skips_batch_norm_blocks() -> None:
+def _block_types(model: torch.nn.Module) -> list[type]:
+    return [type(m) for m in model.modules() if isinstance(m, AdaINConvBlock)]
+
+
+def test_fusing_replaces_blocks_through_their_parents_and_keeps_the_state_dict() -> None:
     model = create_model("tsn_r18_synthetic")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    count = fuse_adain_blocks(model)
-    assert count == 5 + 4 + 1  # laterals, fusion blocks, final block
+    parameters = {name: p for name, p in model.named_parameters()}
+    assert fuse_adain_blocks(model) is model
+    assert _block_types(model) == [FusedAdaINConvBlock] * (5 + 4 + 1)  # laterals, fusion blocks, final block
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
-    assert unfuse_adain_blocks(model) == count
+    assert all(p is parameters[name] for name, p in model.named_parameters())  # shared, not copied
+    assert unfuse_adain_blocks(model) is model and _block_types(model) == [AdaINConvBlock] * 10
+    assert list(model.state_dict()) == list(before)
+
+
+def test_fusing_leaves_classes_alone_and_skips_batch_norm_blocks() -> None:
+    """No module changes its class: the blocks an outside reference holds stay reference blocks."""
+    model = create_model("tsn_r18_synthetic").eval()
+    final = model.decoder.final
+    fuse_adain_blocks(model)
+    assert type(final) is AdaINConvBlock and type(model.decoder.final) is FusedAdaINConvBlock
+    assert model.decoder.final.conv is final.conv and not model.decoder.final.training
     batch_norm = build_model(model_config("tsn_r18_synthetic", norm="batch"))
-    assert fuse_adain_blocks(batch_norm) == 0
+    assert fuse_adain_blocks(batch_norm) is batch_norm and FusedAdaINConvBlock not in _block_types(batch_norm)
 
 
 def test_fast_model_matches_the_authors_way_on_every_task() -> None:
@@ -126,8 +143,8 @@ def test_fast_model_matches_the_authors_way_on_every_task() -> None:
     image = torch.randn(2, 3, 64, 96)
     with torch.inference_mode():
         per_task = model.forward_per_task(image)
-        fuse_adain_blocks(model.to(memory_format=torch.channels_last))
-        fast = model(image.contiguous(memory_format=torch.channels_last))
+        fast_model = fuse_adain_blocks(model.to(memory_format=torch.channels_last))
+        fast = fast_model(image.contiguous(memory_format=torch.channels_last))
     for task, reference in per_task.items():
         assert_close_float32(fast[task], reference, reduction=network_reductions(model), what=task)
 

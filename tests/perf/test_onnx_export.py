@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from error_model import assert_close_float32, network_reductions
-from tsn.models.checkpoint import save_checkpoint
 from tsn.cli import main
 from tsn.errors import TsnError
 from tsn.inference.export import export_onnx, run_onnx, supported_opsets, task_pool_matrices
 from tsn.models import build_model, model_config
+from tsn.models.checkpoint import save_checkpoint
 from tsn.models.layers import pool_channels
 
 # ResNet-10-T: its ceil_mode average pooling is what made the exporter assume sizes divisible by 32.
@@ -62,7 +62,7 @@ def test_one_batch_can_mix_tasks(exported) -> None:
 
 
 def test_metadata_describes_the_tasks(exported) -> None:
-    model, path, _ = exported
+    _, path, _ = exported
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(props["tsn.tasks"]) == ["semseg", "human_parts", "edges", "normals", "saliency"]
     assert json.loads(props["tsn.task_channels"]) == {"semseg": 21, "human_parts": 7, "edges": 1, "normals": 3,
@@ -86,7 +86,7 @@ def test_pool_matrices_are_the_model_pooling_zero_padded(exported) -> None:
 
 def test_cli_exports_a_single_task_model_without_task_input(tmp_path, capsys) -> None:
     torch.manual_seed(0)
-    model = build_model(model_config("single_task_r18_pascal", tasks=["normals"], **SMALL)).eval()
+    model = build_model(model_config("single_r18_pascal", tasks=["normals"], **SMALL)).eval()
     save_checkpoint(tmp_path / "normals.pt", model)
     assert main(["export", "--onnx", str(tmp_path / "normals.onnx"), "--checkpoint", str(tmp_path / "normals.pt")]) == 0
     assert "inputs image; outputs output" in capsys.readouterr().out

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import pytest
 import torch
 
 from tsn.errors import TsnError
+from tsn.inference.speed import (
+    SpeedOptions,
+    autocast,
+    exact_options,
+    fastest_options,
+    optimize,
+    prepare,
+    tune_glibc_allocator,
+)
 from tsn.models import create_model
 from tsn.models.fused import FusedAdaINConvBlock
-from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
 
 BF16_MAX_ABS_FRACTION = 0.05
 """Documented bfloat16 tolerance: largest output difference <= 5% of the largest output magnitude...
@@ -32,7 +43,7 @@ def test_options_parse_and_print() -> None:
 
 def test_fastest_cpu_options_use_bf16_only_where_native_and_compile_only_with_it() -> None:
     options = fastest_options("cpu")
-    assert options.channels_last and options.fused and options.reuse_memory
+    assert options.channels_last and options.fused
     assert options.bf16 == options.compile == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     float32 = fastest_options("cpu", allow_bf16=False)
     assert not float32.bf16 and not float32.compile and float32.fused
@@ -41,13 +52,35 @@ def test_fastest_cpu_options_use_bf16_only_where_native_and_compile_only_with_it
 def test_optimize_keeps_the_state_dict_and_compiles_lazily() -> None:
     model = create_model("tsn_r18_pascal")
     before = model.state_dict()
-    optimize(model, SpeedOptions(channels_last=True, fused=True, compile=True))
+    model = optimize(model, SpeedOptions(channels_last=True, fused=True, compile=True))
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(model.decoder.final, FusedAdaINConvBlock)
     assert model._compiled_call_impl is not None  # compiled on first call; not run here (slow on CPU)
+
+
+def test_speed_options_change_nothing_outside_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process-wide allocator setting is never part of a speed option: only tune_glibc_allocator() sets it."""
+    calls: list[tuple] = []
+
+    class RecordingLibc:  # stands in for glibc: records mallopt calls instead of changing this test process
+        def __init__(self, *args: object) -> None:
+            calls.append(args)
+
+        def mallopt(self, option: int, value: int) -> int:
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", RecordingLibc)
+    for options in (fastest_options("cpu", allow_bf16=False), exact_options("cpu"), exact_options("cuda")):
+        assert "allocator" not in str(options)
+        optimize(create_model("tsn_r18_synthetic"), options)
+    assert calls == []
+    if sys.platform.startswith("linux"):
+        assert tune_glibc_allocator() is True
+        assert calls == [("libc.so.6",), (-4, 0), (-1, 2**31 - 1)]  # M_MMAP_MAX = 0, M_TRIM_THRESHOLD = max
 
 
 def test_bf16_path_stays_within_the_documented_tolerance() -> None:
@@ -59,7 +92,7 @@ def test_bf16_path_stays_within_the_documented_tolerance() -> None:
     with torch.inference_mode():
         reference = model(image)
     options = SpeedOptions(channels_last=True, fused=True, bf16=True)
-    optimize(model, options)
+    model = optimize(model, options)
     with torch.inference_mode(), autocast(options, "cpu"):
         fast = model(prepare(image, options))
     for task, ref in reference.items():

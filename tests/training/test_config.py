@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsn.training import TrainConfig, config_from_dict, list_presets, load_config
+from tsn.datasets import get_dataset
 from tsn.errors import TsnError
-from tsn.tasks import DATASET_TASKS, PAPER_TASK_ORDER
+from tsn.tasks import PAPER_TASK_ORDER
+from tsn.training import TrainConfig, config_from_dict, list_presets, load_config
 
 
 @pytest.mark.parametrize("preset", list_presets())
@@ -18,12 +19,12 @@ def test_every_preset_resolves_and_round_trips(preset: str) -> None:
     assert config.name == preset
     assert config_from_dict(yaml.safe_load(config.to_yaml())) == config
     specs = config.model.task_specs
-    channels = DATASET_TASKS[config.data.dataset]
+    channels = get_dataset(config.data.dataset).tasks
     assert all(channels[spec.name] == spec.channels for spec in specs)  # model and dataset agree
 
 
 def test_the_paper_preset_is_the_papers_recipe() -> None:
-    config = load_config("pascal-tsn-r18")
+    config = load_config("tsn_r18_pascal")
     assert config.model.arch == "tsn" and config.model.tasks == PAPER_TASK_ORDER
     assert config.model.backbone == "resnet18.tv_in1k" and config.model.pretrained
     assert config.data.size == (512, 512) and config.batch_size == 16
@@ -34,17 +35,17 @@ def test_the_paper_preset_is_the_papers_recipe() -> None:
 
 def test_there_is_a_single_task_preset_per_task_of_each_dataset() -> None:
     presets = set(list_presets())
-    for prefix, dataset in (("pascal", "pascal_context"), ("nyud", "nyud"), ("synthetic", "synthetic")):
-        for task in DATASET_TASKS[dataset]:
-            config = load_config(f"{prefix}-single-{task}")
+    for family, dataset in (("r18_pascal", "pascal_context"), ("r18_nyud", "nyud"), ("r10t_synthetic", "synthetic")):
+        for task in get_dataset(dataset).tasks:
+            config = load_config(f"single_{family}.{task}")
             assert config.model.arch == "single_task" and config.model.tasks == (task,)
             assert config.data.dataset == dataset
-        assert f"{prefix}-multihead-r18" in presets or f"{prefix}-multihead" in presets
+        assert f"multihead_{family}" in presets
 
 
 def test_overrides_are_converted_to_the_field_types() -> None:
     config = load_config(
-        "pascal-tsn-r18",
+        "tsn_r18_pascal",
         ["optim.lr=3e-4", "epochs=7", "data.size=256", "model.decoder_channels=[64, 32, 32, 16, 16]",
          "validation.metrics=false", "loss_weights={edges: 10}", "optim.encoder_lr=null"],
     )
@@ -73,12 +74,12 @@ def test_overrides_are_converted_to_the_field_types() -> None:
 )
 def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:
     with pytest.raises(TsnError, match=message.replace("[", r"\[").replace("(", r"\(")) as caught:
-        load_config("pascal-tsn-r18", [override])
+        load_config("tsn_r18_pascal", [override])
     assert "\n" not in str(caught.value)
 
 
 def test_a_yaml_file_inherits_from_a_preset_and_a_relative_file(tmp_path: Path) -> None:
-    (tmp_path / "mine.yaml").write_text("base: pascal-tsn-r18\nname: mine\noptim: {lr: 0.01}\n")
+    (tmp_path / "mine.yaml").write_text("base: tsn_r18_pascal\nname: mine\noptim: {lr: 0.01}\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "child.yaml").write_text("base: ../mine.yaml\nepochs: 3\n")
     config = load_config(tmp_path / "sub" / "child.yaml")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsn.errors import TsnError
+from tsn.tasks import TASKS, get_task
 from tsn.training.losses import (
     LOSSES,
     balanced_bce,
@@ -20,7 +21,6 @@ from tsn.training.losses import (
     normals_l1,
     task_loss,
 )
-from tsn.tasks import TASKS, get_task
 
 LN2 = math.log(2.0)
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsn.training.schedules import ALL, PlanDataset, PlanSampler, SampleKey, epoch_plan, plan_streams
 from tsn.errors import TsnError
+from tsn.training.schedules import ALL, PlanDataset, PlanSampler, SampleKey, epoch_plan, plan_streams
 
 TASKS = ("semseg", "human_parts", "edges", "normals", "saliency")
 
@@ -57,7 +57,7 @@ def test_all_tasks_trains_every_task_on_every_batch() -> None:
 def test_plans_are_pure_and_cover_every_full_batch(
     schedule: str, lengths: list[int], batch: int, seed: int, epoch: int
 ) -> None:
-    sizes = dict(zip(TASKS, lengths))
+    sizes = dict(zip(TASKS, lengths, strict=False))
     plan = epoch_plan(schedule, list(sizes), sizes, batch, seed, epoch)
     assert plan == epoch_plan(schedule, list(sizes), sizes, batch, seed, epoch)
     for task, length in sizes.items():

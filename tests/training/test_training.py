@@ -10,20 +10,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
-from tsn.models.checkpoint import read_checkpoint
 from tsn.cli import main
+from tsn.errors import TsnError
+from tsn.models import build_model
+from tsn.models.checkpoint import read_checkpoint
 from tsn.training import TrainConfig, config_from_dict, load_config, resume_config, train
 from tsn.training.distributed import init_distributed
 from tsn.training.trainer import Trainer
-from tsn.errors import TsnError
-from tsn.models import build_model
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -185,7 +186,7 @@ def test_run_directory_problems_are_reported_before_training(tmp_path: Path, mon
     (tmp_path / "a-file").write_text("")
     with pytest.raises(TsnError, match="cannot write to the run directory"):
         train(tiny(), tmp_path / "a-file" / "run", progress=False)
-    with pytest.raises(TsnError, match="no checkpoints/last.pt to resume from"):
+    with pytest.raises(TsnError, match=r"no checkpoints/last\.pt to resume from"):
         train(tiny(), tmp_path / "empty", resume=True, progress=False)
     from tsn.training import checkpointing
 
@@ -208,7 +209,7 @@ def test_configs_the_trainer_refuses(tmp_path: Path) -> None:
         train(tiny("validation.best=depth"), tmp_path / "c", progress=False)
     with pytest.raises(TsnError, match="not divisible"):
         train(tiny("grad_accum=3"), tmp_path / "d", progress=False)
-    with pytest.raises(TsnError, match="no task 'human_parts'|does not have"):
+    with pytest.raises(TsnError, match=r"no task 'human_parts'|does not have"):
         train(tiny("validation.metrics=[human_parts]"), tmp_path / "e", progress=False)
 
 
@@ -280,7 +281,7 @@ def test_demo_end_to_end_with_a_small_budget(tmp_path: Path, capsys: pytest.Capt
 # ------------------------------------------------------------------------------------------- real-data presets
 
 
-@pytest.mark.parametrize(("preset", "root_fixture"), [("pascal-tsn-r18", "pascal_root"), ("nyud-tsn-r18", "nyud_root")])
+@pytest.mark.parametrize(("preset", "root_fixture"), [("tsn_r18_pascal", "pascal_root"), ("tsn_r18_nyud", "nyud_root")])
 def test_the_paper_presets_train_on_the_real_dataset_layout(
     tmp_path: Path, preset: str, root_fixture: str, request: pytest.FixtureRequest
 ) -> None:

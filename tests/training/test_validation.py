@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from error_model import assert_close_float32
-from tsn.training.validation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
-from tsn.training.trainer import criterion
+from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
-from tsn.tasks import dataset_tasks
+from tsn.training.trainer import criterion
+from tsn.training.validation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
 
 SPECS = {spec.name: spec for spec in dataset_tasks("synthetic", ["semseg", "saliency", "normals", "depth"])}
 WEIGHTS = {"semseg": 1.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0}

@@ -20,21 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from tsn.studies.analysis import analyze_tsn, write_analysis
     from tsn.models.checkpoint import load_model
+    from tsn.studies.analysis import analyze_tsn, write_analysis
     from tsn.utils.checks import ensure_writable_dir
 
     ensure_writable_dir(args.output, "-o/--output", create=False)  # created when the results are written
-    model = load_model(args.checkpoint)
-    analysis = analyze_tsn(model)
+    analysis = analyze_tsn(load_model(args.checkpoint))
     paths = write_analysis(analysis, args.output, checkpoint=str(args.checkpoint))
-    cosine = np.where(np.eye(len(analysis.tasks), dtype=bool), -np.inf, analysis.embedding_cosine)
-    first, second = np.unravel_index(np.argmax(cosine), cosine.shape)
+    first, second, cosine = analysis.most_similar_pair()
     print(
         f"{len(analysis.tasks)} tasks, {len(analysis.layers)} AdaIN layers; most similar embeddings: "
-        f"{analysis.tasks[first]} and {analysis.tasks[second]} (cosine {cosine[first, second]:.3f})"
+        f"{first} and {second} (cosine {cosine:.3f})"
     )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

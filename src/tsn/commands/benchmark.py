@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast configurations")
     parser.add_argument("--no-onnx", action="store_true", help="leave onnxruntime out")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="CPU: let glibc keep freed memory in the fast configurations' worker processes "
+                             "(process-wide mallopt; the documented figures use it)")
     parser.add_argument("-o", "--output", help="results JSON (default benchmarks/results/<device>.json)")
 
 
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["compile"] = False
     if args.no_onnx:
         overrides["onnx"] = False
+    if args.tune_allocator:
+        overrides["tune_allocator"] = True
     settings = BenchmarkSettings.quick_settings(**overrides) if args.quick else BenchmarkSettings(**overrides)
     # Probed now, created at the end: a benchmark runs for minutes, and its results must not be lost then.
     output = ensure_writable_file(args.output or default_output(settings.device, settings.quick), "-o/--output",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tsn.data.download import DATASETS, download_dataset
+from tsn.data.download import download_dataset, downloadable_datasets
 from tsn.data.paths import data_root
 from tsn.errors import TsnError
 
@@ -20,7 +20,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", metavar="DATASET", help=f"one of: {', '.join(sorted(DATASETS))}")
+    parser.add_argument("dataset", metavar="DATASET", help=f"one of: {', '.join(downloadable_datasets())}")
     parser.add_argument(
         "--root",
         "--data-root",
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from tsn.utils.checks import ensure_writable_dir
 
     # Everything is checked before the dataset root is created or anything is fetched.
-    source = get_source(args.dataset)
+    get_source(args.dataset)
     if args.url is not None:
         check_url(args.url)
     if args.archive is not None and not Path(args.archive).expanduser().is_file():
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         problem = "is a folder, not an archive file" if archive.is_dir() else "does not exist"
         raise TsnError(f"archive {archive} {problem}; check the --archive path")
     root = data_root(args.root)
-    if complete_folder(source.name, root) is None:  # a finished download needs no write access
+    if complete_folder(args.dataset, root) is None:  # a finished download needs no write access
         ensure_writable_dir(root, "dataset root (--root)", create=False)
     folder = download_dataset(
         args.dataset,

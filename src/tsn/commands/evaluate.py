@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tsn.commands.predict import TUNE_ALLOCATOR_HELP
 from tsn.errors import TsnError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_options"]
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("-o", "--output", type=Path, metavar="RESULT.json",
                         help="result file (default: evaluate-DATASET-SPLIT.json); the table goes beside it as .md")
+    parser.add_argument("--tune-allocator", action="store_true", help=TUNE_ALLOCATOR_HELP)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -65,15 +67,14 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 def _check_before_work(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """Options, dataset options and output locations, checked before the checkpoint is read: an evaluation can
     take hours, and its results must not be lost to a typo or an unwritable folder at the end."""
-    from tsn.data import DATASETS, check_dataset_options
+    from tsn.data import check_dataset_options
+    from tsn.datasets import canonical_dataset_name
     from tsn.utils.checks import ensure_writable_dir, ensure_writable_file, require_int
 
     require_int("--batch-size", args.batch_size, minimum=1)
     if args.workers is not None:
         require_int("--workers", args.workers, minimum=0)
-    dataset = args.dataset.strip().lower().replace("-", "_")
-    if dataset not in DATASETS:
-        raise TsnError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    dataset = canonical_dataset_name(args.dataset)
     options = parse_options(args.dataset_option)
     check_dataset_options(dataset, options, where="--dataset-option")
     if args.edge_protocol is not None:
@@ -92,27 +93,26 @@ def _check_before_work(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from tsn.evaluation.evaluate import (
-        compare_with_baseline,
+        add_baseline,
         evaluate_checkpoint,
         evaluation_markdown,
         load_baseline,
-        table_values,
         write_result,
     )
-    from tsn.tasks import dataset_tasks
+    from tsn.inference.speed import exact_options, tune_glibc_allocator
 
     output, options = _check_before_work(args)
     baseline = load_baseline(args.baseline) if args.baseline else None  # read early: a bad file fails fast
+    if args.tune_allocator:
+        tune_glibc_allocator()
     record = evaluate_checkpoint(
         args.checkpoint, args.dataset, args.split, tasks=args.tasks, data_root=args.data_root,
         dataset_options=options, size=args.size, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, edge_protocol=args.edge_protocol,
+        workers=args.workers, device=args.device, speed=exact_options(), edge_protocol=args.edge_protocol,
         depth_protocol=args.depth_protocol, save_dir=args.save_predictions,
     )
     if baseline is not None:
-        specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
-        comparison = compare_with_baseline(table_values(record), baseline, specs)
-        record["baseline"] = {"source": [str(p) for p in args.baseline], **comparison}
+        record = add_baseline(record, baseline, args.baseline)
     json_path, markdown_path = write_result(record, output)
     print(evaluation_markdown(record))
     print(f"wrote {json_path} and {markdown_path}")

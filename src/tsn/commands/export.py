@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.models.checkpoint import load_model
     from tsn.errors import TsnError
     from tsn.inference.export import check_opset, export_onnx
+    from tsn.models.checkpoint import load_model
     from tsn.utils.checks import ensure_writable_file
 
     # Up front, before the checkpoint is loaded and the (slow) export runs.

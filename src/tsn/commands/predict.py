@@ -16,6 +16,12 @@ DESCRIPTION = (
 )
 
 
+TUNE_ALLOCATOR_HELP = (
+    "faster on CPU: let glibc keep freed memory instead of page-faulting fresh memory in for every large tensor "
+    "(process-wide; the process keeps its peak memory until it exits; results unchanged)"
+)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``512`` -> (512, 512); ``480x640`` -> (480, 640) as (H, W); each side at least 32 (the encoder's stride)."""
     parts = text.lower().split("x")
@@ -61,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-panels", action="store_true", help="do not draw the per-image overview panels")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    parser.add_argument("--tune-allocator", action="store_true", help=TUNE_ALLOCATOR_HELP)
 
 
 def _check_inputs_and_output(args: argparse.Namespace) -> None:
@@ -81,11 +88,10 @@ def _check_inputs_and_output(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tsn.models.checkpoint import load_model
-    from tsn.inference.predict import Skipped, predict_files
-    from tsn.utils.device import resolve_device
     from tsn.errors import TsnError
-    from tsn.inference.speed import exact_options, optimize
+    from tsn.inference.predict import Skipped, predict_checkpoint
+    from tsn.inference.speed import exact_options, tune_glibc_allocator
+    from tsn.utils.device import resolve_device
 
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:
@@ -93,15 +99,18 @@ def run(args: argparse.Namespace) -> int:
     _check_inputs_and_output(args)
     tasks = None if [name.lower() for name in names] == ["all"] else names
     device = resolve_device(args.device)
-    model = optimize(load_model(args.checkpoint, map_location=device), exact_options(device))
+    if args.tune_allocator:
+        tune_glibc_allocator()
 
     def report(item: Skipped) -> None:
         tqdm.write(f"tsn predict: skipped {item.message}", file=sys.stderr)
 
-    summary = predict_files(
-        model,
+    summary = predict_checkpoint(
+        args.checkpoint,
         args.inputs,
         args.output,
+        device=device,
+        speed=exact_options(device),
         tasks=tasks,
         size=args.size,
         batch_size=args.batch_size,
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if not summary.processed:
         raise TsnError(f"none of the {len(summary.skipped)} input(s) could be read as an image; nothing written")
     print(
-        f"wrote {', '.join(model.task_names(tasks))} predictions of {len(summary.processed)} image(s) to "
+        f"wrote {', '.join(summary.tasks)} predictions of {len(summary.processed)} image(s) to "
         f"{args.output} ({args.save_format} format); skipped {len(summary.skipped)}"
     )
     return 0

@@ -35,15 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tsn.datasets import canonical_dataset_name
     from tsn.studies.reproduce import reproduce, table_markdown
-
     from tsn.utils.checks import ensure_writable_dir, require_int
 
     if args.workers is not None:
         require_int("--workers", args.workers, minimum=0)
     if args.jobs is not None:
         require_int("--jobs", args.jobs, minimum=1)
-    dataset = args.dataset.strip().lower().replace("-", "_")
+    dataset = canonical_dataset_name(args.dataset)
     out = args.out or Path(f"reproduce-{dataset}-{args.budget}")
     # Probed before any data is prepared or run trained; the folder itself is created by the first run.
     ensure_writable_dir(out, "--out", create=False)

@@ -10,7 +10,8 @@ __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "check_run_dir"]
 
 HELP = "train a model from a config preset or YAML file (multi-GPU with torchrun), or resume an interrupted run"
 DESCRIPTION = (
-    "Train a TSN or a baseline from a config (a packaged preset such as pascal-tsn-r18, or a YAML file) into a "
+    "Train a TSN or a baseline from a config (a packaged preset such as tsn_r18_pascal, multihead_r18_pascal or "
+    "single_r18_pascal.normals, or a YAML file) into a "
     "run directory holding the resolved config, a log, TensorBoard scalars and the last / best checkpoints. "
     "Ctrl-C or SIGTERM saves and stops; --resume continues exactly where the run stopped. Several GPUs or nodes: "
     "torchrun --nproc_per_node=N -m tsn train ... See docs/training.md."

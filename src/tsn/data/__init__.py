@@ -1,11 +1,13 @@
 """Datasets and transforms.
 
-Every dataset (``synthetic``, ``pascal_context``, ``nyud``) returns the same sample dict::
+Every dataset of the registry (:mod:`tsn.datasets`: ``synthetic``, ``pascal_context``, ``nyud``, ``nyuv2_13``,
+``cityscapes_7`` and any registered by user code) returns the same sample dict::
 
     {"image": uint8 H x W x 3 RGB, <task>: float32 label, ..., "meta": {"id": str, "size": (H, W), "dataset": str}}
 
 and :func:`tsn.data.transforms.build_transforms` turns it into tensors. :func:`build_dataset` builds any of them
-by name; :func:`collate` batches transformed samples (``meta`` stays a list of dicts).
+by name (the class is the one its :class:`~tsn.datasets.DatasetSpec` names); :func:`collate` batches transformed
+samples (``meta`` stays a list of dicts).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import inspect
 import os
 import types
 import typing
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 from torch.utils.data import Dataset, default_collate
 
@@ -22,11 +25,11 @@ from tsn.data.nyud import NYUD
 from tsn.data.pascal_context import PascalContext
 from tsn.data.readers import Transform
 from tsn.data.transforms import build_transforms
+from tsn.datasets import DatasetSpec, get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec
 
 __all__ = [
-    "DATASETS",
     "build_dataset",
     "dataset_options",
     "check_dataset_options",
@@ -36,29 +39,14 @@ __all__ = [
     "NYUD",
 ]
 
-DATASETS = ("synthetic", "pascal_context", "nyud")
-"""Names accepted by :func:`build_dataset` (and the ``DATASET`` argument of the commands)."""
-
-_REAL = {"pascal_context": PascalContext, "nyud": NYUD}
 _PASSED_BY_BUILD_DATASET = ("self", "split", "tasks", "transform", "root")
 """Constructor arguments that :func:`build_dataset` fills itself: not options a user may give."""
-
-
-def _dataset_class(key: str) -> type:
-    if key == "synthetic":
-        # Imported here: the generator is optional for the real datasets and heavier to import.
-        from tsn.data.synthetic import SyntheticScenes
-
-        return SyntheticScenes
-    if key not in _REAL:
-        raise TsnError(f"unknown dataset {key!r}; choose one of: {', '.join(DATASETS)}")
-    return _REAL[key]
 
 
 def dataset_options(name: str) -> dict[str, Any]:
     """The options (constructor keyword arguments beyond split / tasks / transform / root) of dataset ``name``,
     with their type hints."""
-    cls = _dataset_class(name.strip().lower().replace("-", "_"))
+    cls = get_dataset(name).loader_class()
     hints = typing.get_type_hints(cls.__init__)
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in _PASSED_BY_BUILD_DATASET]
     return {option: hints.get(option, Any) for option in names}
@@ -96,7 +84,7 @@ def _hint_name(hint: Any) -> str:
 def check_dataset_options(name: str, options: Mapping[str, Any], where: str = "dataset option") -> None:
     """Refuse, in one line, an option dataset ``name`` does not take or a value of the wrong type."""
     known = dataset_options(name)
-    key = name.strip().lower().replace("-", "_")
+    key = get_dataset(name).name
     for option, value in options.items():
         if option not in known:
             valid = ", ".join(known) or "none"
@@ -114,22 +102,20 @@ def build_dataset(
     transform: Transform | None = None,
     **kwargs: Any,
 ) -> Dataset:
-    """The dataset called ``name`` (one of :data:`DATASETS`).
+    """The dataset called ``name`` (a name or alias of the registry, :func:`tsn.datasets.list_datasets`).
 
-    ``root`` is the data root of the real datasets (default ``$TSN_DATA_ROOT`` / ``~/.cache/tsn/data``); the
-    synthetic scenes ignore it (they are generated and cached in the cache folder). ``kwargs`` go to the dataset
+    ``root`` is the data root of the real datasets (default ``$TSN_DATA_ROOT`` / ``~/.cache/tsn/data``); generated
+    datasets (the synthetic scenes) ignore it (they are cached in the cache folder). ``kwargs`` go to the dataset
     class (e.g. ``size``, ``length``, ``seed`` for :class:`~tsn.data.synthetic.SyntheticScenes`,
-    ``parts_cache_dir`` for :class:`PascalContext`).
+    ``parts_cache_dir`` for :class:`PascalContext`, ``augment`` for the MTAN datasets).
     """
-    key = name.strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise TsnError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    check_dataset_options(key, kwargs)
+    spec: DatasetSpec = get_dataset(name)
+    check_dataset_options(spec.name, kwargs)
     names = None if tasks is None else [t.name if isinstance(t, TaskSpec) else t for t in tasks]
-    cls = _dataset_class(key)
-    if key == "synthetic":
+    cls = spec.loader_class()
+    if spec.generated:
         if not isinstance(split, str):
-            raise TsnError(f"the synthetic dataset takes one split at a time, got {list(split)}")
+            raise TsnError(f"the {spec.name} dataset takes one split at a time, got {list(split)}")
         return cls(split=split, tasks=names, transform=transform, **kwargs)
     return cls(root=root, split=split, tasks=names, transform=transform, **kwargs)
 

@@ -19,6 +19,7 @@ import bz2
 import gzip
 import hashlib
 import http.client
+import io
 import lzma
 import os
 import re
@@ -29,19 +30,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable
+from typing import IO, Any
 
 from tqdm import tqdm
 
+from tsn.datasets import DatasetSpec, DownloadSource, get_dataset, list_datasets
 from tsn.errors import TsnError
 from tsn.utils.io import atomic_write_text
 
 __all__ = [
-    "DatasetSource",
-    "DATASETS",
     "MARKER",
+    "downloadable_datasets",
     "get_source",
     "complete_folder",
     "sha256_file",
@@ -60,49 +61,22 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
-@dataclass(frozen=True)
-class DatasetSource:
-    """Where a dataset archive comes from and what it must contain."""
-
-    name: str
-    """Name used on the command line (``tsn download NAME``)."""
-    url: str
-    """Default download URL."""
-    archive: str
-    """File name of the archive, stored as ``<root>/<archive>``."""
-    folder: str
-    """Top-level folder the archive must contain; the dataset lives in ``<root>/<folder>``."""
-    sha256: str | None = None
-    """Expected SHA-256 of the archive; ``None`` while unknown (the computed digest is printed to record it)."""
+def downloadable_datasets() -> list[str]:
+    """Names of the registered datasets that ``tsn download`` can fetch (those with a :class:`DownloadSource`)."""
+    return sorted(name for name in list_datasets() if get_dataset(name).download is not None)
 
 
-DATASETS: dict[str, DatasetSource] = {
-    source.name: source
-    for source in (
-        DatasetSource(
-            name="pascal_context",
-            url="https://data.vision.ee.ethz.ch/kmaninis/share/MTL/PASCAL_MT.tgz",
-            archive="PASCAL_MT.tgz",
-            folder="PASCAL_MT",
-        ),
-        # The ASTMT/TSNs NYUD_MT; the "survey" NYUD_MT.tgz of Vandenhende et al. has another layout.
-        DatasetSource(
-            name="nyud",
-            url="https://data.vision.ee.ethz.ch/kmaninis/share/MTL/NYUD_MT.tgz",
-            archive="NYUD_MT.tgz",
-            folder="NYUD_MT",
-        ),
-    )
-}
-"""The downloadable datasets, by name."""
-
-
-def get_source(name: str) -> DatasetSource:
-    """The registered dataset called ``name`` (case and ``-``/``_`` insensitive)."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise TsnError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[key]
+def get_source(name: str) -> DownloadSource:
+    """The archive of the registered dataset called ``name`` (any spelling :func:`get_dataset` accepts)."""
+    try:
+        spec: DatasetSpec | None = get_dataset(name)
+    except TsnError:
+        spec = None
+    if spec is None or spec.download is None:
+        why = f"unknown dataset {name!r}" if spec is None else (
+            f"{spec.name} is not fetched by `tsn download` ({spec.download_hint or 'no archive is registered'})")
+        raise TsnError(f"{why}; choose one of: {', '.join(downloadable_datasets())}")
+    return spec.download
 
 
 def complete_folder(name: str, root: str | os.PathLike[str]) -> Path | None:
@@ -133,7 +107,7 @@ def download_dataset(
     """Download, verify and extract dataset ``name`` into ``root``; return ``<root>/<FOLDER>``.
 
     Args:
-        name: a key of :data:`DATASETS` (``pascal_context`` or ``nyud``).
+        name: a dataset of :func:`downloadable_datasets` (``pascal_context`` or ``nyud``).
         root: dataset root folder (created if needed).
         url: download from here instead of the registered URL (a mirror).
         sha256: expected SHA-256 of the archive; overrides the registered one.
@@ -149,7 +123,7 @@ def download_dataset(
         check_url(url)
     expected_digest = _normalise_sha256(sha256)  # a malformed digest fails here, before anything is created
     root = Path(root).expanduser()
-    done = complete_folder(source.name, root)
+    done = complete_folder(name, root)
     if done is not None:
         return done
     target = root / source.folder
@@ -378,14 +352,14 @@ def _stream(response: IO[bytes], part: Path, *, offset: int, total: int | None, 
 
 # Decompressors by magic number. tarfile's own stream mode never checks the compressed stream's end (gzip CRC and
 # length), so an archive cut at a member boundary would extract "successfully"; these file objects raise instead.
-_DECOMPRESSORS: tuple[tuple[bytes, Callable[[Path], IO[bytes]]], ...] = (
+_DECOMPRESSORS: tuple[tuple[bytes, Callable[[Path], io.BufferedIOBase]], ...] = (
     (b"\x1f\x8b", gzip.open),
     (b"BZh", bz2.open),
     (b"\xfd7zXZ\x00", lzma.open),
 )
 
 
-def _open_decompressed(archive: Path) -> IO[bytes]:
+def _open_decompressed(archive: Path) -> io.BufferedIOBase:
     with archive.open("rb") as handle:
         magic = handle.read(6)
     for prefix, opener in _DECOMPRESSORS:
@@ -397,7 +371,7 @@ def _open_decompressed(archive: Path) -> IO[bytes]:
 def _extract_all(archive: Path, dest: Path, *, progress: bool) -> None:
     """Extract every member of ``archive`` under ``dest`` in one sequential pass, refusing unsafe members."""
     # Python >= 3.12 (and 3.11.4+) has extraction filters; "data" also drops permissions that could bite later.
-    options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    options: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with (
             _open_decompressed(archive) as stream,

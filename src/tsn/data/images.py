@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -74,7 +75,7 @@ def read_rgb_image(
     *,
     target_size: Sequence[int] | None = None,
     dtype: OutputDtype = "uint8",
-    max_pixels: int | None | Literal["default"] = "default",
+    max_pixels: int | Literal["default"] | None = "default",
 ) -> np.ndarray:
     """The pixels of :func:`decode_image` (``h x w x 3`` RGB, upright)."""
     return decode_image(path, target_size=target_size, dtype=dtype, max_pixels=max_pixels).pixels
@@ -85,7 +86,7 @@ def decode_image(
     *,
     target_size: Sequence[int] | None = None,
     dtype: OutputDtype = "uint8",
-    max_pixels: int | None | Literal["default"] = "default",
+    max_pixels: int | Literal["default"] | None = "default",
 ) -> DecodedImage:
     """Read an image file as upright RGB (see the module docstring for the conventions).
 
@@ -143,10 +144,7 @@ def _decode_opened(
     orientation = _orientation(image, may_decode=not deep)
     upright = (width, height) if orientation not in _TRANSPOSED_ORIENTATIONS else (height, width)
     needed = _needed_stored_size(target_size, orientation)
-    if deep:
-        pixels = _read_deep_colour(path, needed)
-    else:
-        pixels = _read_with_pillow(image, needed)
+    pixels = _read_deep_colour(path, needed) if deep else _read_with_pillow(image, needed)
     return _orient(pixels, orientation), (upright[1], upright[0])
 
 
@@ -195,7 +193,7 @@ def _is_deep_colour(image: Image.Image) -> bool:
 def _read_deep_colour(path: Path, needed: tuple[int, int] | None) -> np.ndarray:
     """A 16-bit colour image with OpenCV at its full depth -> float32 RGB in 0..1 (alpha composited)."""
     data = np.fromfile(path, dtype=np.uint8)  # imdecode: paths of any spelling, no separate existence race
-    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    raw: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     del data
     if raw is None:
         raise TsnError(f"{path}: unreadable 16-bit image; the file may be corrupt or truncated")

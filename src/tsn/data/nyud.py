@@ -17,7 +17,8 @@ is recognised and refused with a message rather than decoded wrongly.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,14 +44,14 @@ class NYUD(FolderDataset):
     name = "nyud"
     folder = "NYUD_MT"
     split_folder = "gt_sets"
-    files = {
+    files: ClassVar[Mapping[str, str]] = {
         "image": "images/{}.jpg",
         "edges": "edge/{}.png",
         "semseg": "segmentation/{}.mat",
         "normals": "normals/{}.jpg",
         "depth": "depth/{}.mat",
     }
-    optional_splits = {
+    optional_splits: ClassVar[Mapping[str, str]] = {
         "test_new": "test_new is the edge-benchmark list (the 654 val ids): copy it into gt_sets or use split 'val'"
     }
 

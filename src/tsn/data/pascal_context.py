@@ -21,8 +21,9 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -171,7 +172,7 @@ class PascalContext(FolderDataset):
     name = "pascal_context"
     folder = "PASCAL_MT"
     split_folder = "ImageSets/Context"
-    files = {
+    files: ClassVar[Mapping[str, str]] = {
         "image": "JPEGImages/{}.jpg",
         "label_map": "pascal-context/trainval/{}.mat",
         "semseg": "semseg/pascal-context/{}.png",
@@ -180,8 +181,8 @@ class PascalContext(FolderDataset):
         "normals": "normals_distill/{}.png",
         "saliency": "sal_distill/{}.png",
     }
-    sources = {"edges": ("label_map",), "normals": ("normals", "label_map")}
-    optional_splits = {
+    sources: ClassVar[Mapping[str, tuple[str, ...]]] = {"edges": ("label_map",), "normals": ("normals", "label_map")}
+    optional_splits: ClassVar[Mapping[str, str]] = {
         split: f"{split} is the seism edge-benchmark half of val: copy seism's "
         f"src/gt_wrappers/gt_sets/PASCALContext/{split}.txt into ImageSets/Context"
         for split in ("val_new", "test_new")

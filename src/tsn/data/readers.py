@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -22,8 +23,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tsn.data.paths import data_root
+from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
-from tsn.tasks import OutputKind, TaskSpec, dataset_tasks
+from tsn.tasks import TaskSpec
 
 __all__ = [
     "read_image",
@@ -46,14 +48,10 @@ Transform = Callable[[Sample], Sample]
 # 16/32-bit grey, and 1-bit.
 _SINGLE_CHANNEL_MODES = frozenset({"L", "P", "I", "I;16", "I;16B", "I;16L", "1", "F"})
 
-# Labels whose size differs from the image's are fitted to it, as the reference loaders do: unit vectors
-# (normals) bicubic, everything else nearest (class ids, binary maps, and NYUD depth alike).
-_LOAD_RESIZE: Mapping[OutputKind, int] = {
-    "classes": cv2.INTER_NEAREST,
-    "binary": cv2.INTER_NEAREST,
-    "unit_vector": cv2.INTER_CUBIC,
-    "scalar": cv2.INTER_NEAREST,
-}
+# Labels whose size differs from the image's are fitted to it, as the reference loaders do, with their output
+# kind's ``label_fit_interpolation``: unit vectors (normals) bicubic, everything else nearest (class ids, binary
+# maps, and NYUD depth alike).
+_CV2_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
 def _unreadable(path: Path, what: str, error: Exception) -> TsnError:
@@ -121,7 +119,7 @@ def fit_label(label: np.ndarray, size: tuple[int, int], spec: TaskSpec) -> np.nd
     """``label`` resized to the image ``size = (H, W)`` when it differs (nearest, bicubic for unit vectors)."""
     if label.shape[:2] == tuple(size):
         return label
-    return cv2.resize(label, (size[1], size[0]), interpolation=_LOAD_RESIZE[spec.output])
+    return cv2.resize(label, (size[1], size[0]), interpolation=_CV2_FLAGS[spec.kind.label_fit_interpolation])
 
 
 def _missing(paths: Iterable[Path]) -> list[Path]:
@@ -143,7 +141,7 @@ class FolderDataset(Dataset):
     """
 
     name: ClassVar[str]
-    """Dataset key of :data:`tsn.tasks.DATASET_TASKS` (also ``meta["dataset"]``)."""
+    """Name of the dataset in the registry :mod:`tsn.datasets` (also ``meta["dataset"]``)."""
     folder: ClassVar[str]
     """Folder name under the data root, e.g. ``PASCAL_MT``."""
     split_folder: ClassVar[str]

@@ -23,8 +23,9 @@ import os
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,8 @@ from tqdm import tqdm
 
 from tsn.data.paths import cache_dir
 from tsn.data.synthetic_render import render, sample_scene
+from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
-from tsn.tasks import dataset_tasks
 from tsn.utils.io import atomic_write
 
 __all__ = [
@@ -60,9 +61,9 @@ GENERATOR_VERSION = 1
 """Part of the cache key: bump it whenever a change to the generator changes any sample."""
 
 _TASKS = tuple(spec.name for spec in dataset_tasks("synthetic"))
-_KIND_DTYPE = {"classes": np.uint8, "binary": np.uint8, "unit_vector": np.float32, "scalar": np.float32}
-_STORED_DTYPES = {"image": np.uint8} | {spec.name: _KIND_DTYPE[spec.output] for spec in dataset_tasks("synthetic")}
-"""On-disk dtype per array: class ids and {0, 1} maps fit uint8 exactly; normals and depth stay float32."""
+_STORED_DTYPES = {"image": np.uint8} | {spec.name: spec.kind.stored_dtype for spec in dataset_tasks("synthetic")}
+"""On-disk dtype per array, from the output kind: class ids and {0, 1} maps fit uint8 exactly; normals and depth
+stay float32."""
 _CHUNK = 64
 """Scenes per worker task: large enough to amortise inter-process transfer, small enough for smooth progress."""
 
@@ -136,7 +137,8 @@ def _render_split(seed: int, split: str, size: int, length: int, workers: int | 
 
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+        # numpy's stub types **kwds next to the keyword allow_pickle: bool; these keys are array names, never that.
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
 
 def _load_arrays(path: Path, length: int, size: int) -> dict[str, np.ndarray] | None:

@@ -19,8 +19,9 @@ import colorsys
 import functools
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from skimage.morphology import thin
@@ -63,7 +64,10 @@ SKY_OR_WALL, GROUND, SPHERE, BOX, CYLINDER, CONE_OR_CAPSULE, FIGURE = range(7)
 HEAD, TORSO, UPPER_ARM, LOWER_ARM, UPPER_LEG, LOWER_LEG = range(1, 7)
 FIRST_OBJECT_INSTANCE = 3
 
-Vec3 = tuple[np.ndarray, np.ndarray, np.ndarray]
+Vec3 = Sequence[np.ndarray]
+"""The x, y and z components of many points or directions, as three broadcastable arrays (a tuple or a list)."""
+Point3 = tuple[float, float, float]
+"""One point or direction."""
 
 
 # ------------------------------------------------------------------------------------------------ scene description
@@ -76,7 +80,7 @@ class Camera:
     fov: float
     """Full field of view of the (square) image, radians."""
 
-    def basis(self) -> tuple[Vec3, Vec3, Vec3]:
+    def basis(self) -> tuple[Point3, Point3, Point3]:
         """World-space ``right``, ``up`` and ``back`` unit vectors (``back`` points away from the view)."""
         c, s = math.cos(self.pitch), math.sin(self.pitch)
         return (1.0, 0.0, 0.0), (0.0, c, -s), (0.0, s, c)
@@ -175,7 +179,7 @@ class _SceneBuilder:
         self.rows[kind].append(tuple(float(v) for v in params))
         self.ids[kind].append(hit_id)
 
-    def build(self, **fields: object) -> Scene:
+    def build(self, **fields: Any) -> Scene:
         shapes = {kind: np.asarray(rows, dtype=FLOAT) for kind, rows in self.rows.items() if rows}
         return Scene(
             surfaces=tuple(self.surfaces),
@@ -208,7 +212,8 @@ def _surface(rng: np.random.Generator, origin: tuple[float, float, float], frequ
         color_b = _color(rng)
     else:
         factor = _uniform(rng, 0.4, 0.75) if rng.random() < 0.5 else _uniform(rng, 1.3, 1.6)
-        color_b = tuple(min(1.0, c * factor) for c in color_a)
+        red, green, blue = color_a
+        color_b = (min(1.0, red * factor), min(1.0, green * factor), min(1.0, blue * factor))
     # A uniform direction on the sphere: uniform height and azimuth (Archimedes).
     height, azimuth = _uniform(rng, -1.0, 1.0), _uniform(rng, 0.0, 2.0 * math.pi)
     ring = math.sqrt(1.0 - height * height)
@@ -366,7 +371,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
 
 
 # ------------------------------------------------------------------------------------------------ vector helpers
-def _dot(a: Vec3, b: Vec3) -> np.ndarray:
+def _dot(a: Vec3, b: Vec3 | Point3) -> np.ndarray:
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
@@ -429,6 +434,7 @@ def _hit_boxes(o: Vec3, d: Vec3, p: list[np.ndarray]) -> np.ndarray:
         t_lo, t_hi = np.minimum(t1, t2), np.maximum(t1, t2)
         near = t_lo if near is None else np.maximum(near, t_lo)
         far = t_hi if far is None else np.minimum(far, t_hi)
+    assert near is not None and far is not None  # set by the first of the three slabs
     return np.where(near <= far, _entry(near), np.inf)
 
 
@@ -457,6 +463,7 @@ def _hit_cones(o: Vec3, d: Vec3, p: list[np.ndarray]) -> np.ndarray:
         y = o[1] + t * d[1]
         t = np.where((y >= 0) & (y <= h), _entry(t), np.inf)
         best = t if best is None else np.minimum(best, t)
+    assert best is not None  # set by the first of the two roots
     return best
 
 

@@ -3,7 +3,8 @@
 Every transform maps a sample of the shared contract (``image`` uint8 ``H x W x 3``, one label per task, ``meta``)
 to a new sample, never modifying the arrays it was given (datasets may cache them). Per-task behaviour is read
 from the task registry: ``label_interpolation`` (how a label is resampled), ``flip_negate_channels`` (which
-channels change sign under a horizontal flip) and the output kind, through :data:`KIND_RULES`.
+channels change sign under a horizontal flip) and the output kind (:mod:`tsn.kinds`: ``unit_length``,
+``zero_is_invalid``).
 
 Random transforms take the :class:`numpy.random.Generator` to draw from; :class:`Compose` owns one per process,
 so DataLoader workers draw distinct, reproducible streams instead of sharing the global numpy RNG.
@@ -31,8 +32,8 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -41,13 +42,11 @@ from torch.utils.data import get_worker_info
 
 from tsn.data.readers import Sample
 from tsn.errors import TsnError
-from tsn.tasks import IGNORE_INDEX, TASKS, OutputKind, TaskSpec, get_task
+from tsn.tasks import IGNORE_INDEX, TASKS, TaskSpec, get_task
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "KIND_RULES",
-    "KindRules",
     "SampleTransform",
     "RandomHorizontalFlip",
     "ScaleNRotate",
@@ -66,25 +65,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _CV2_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 _IMAGE_FLAG = cv2.INTER_CUBIC  # the reference resamples images bicubically everywhere
 _EPS = float(np.finfo(np.float32).eps)
-
-
-@dataclass(frozen=True)
-class KindRules:
-    """How labels of one output kind behave under geometric transforms and ignore marking."""
-
-    unit_length: bool
-    """Vectors are renormalised after resizing, and their in-plane components (0, 1) rotate with the image."""
-    zero_is_invalid: bool
-    """A pixel whose value (every channel) is exactly 0 carries no label and becomes 255 on every channel."""
-
-
-KIND_RULES: Mapping[OutputKind, KindRules] = {
-    "classes": KindRules(unit_length=False, zero_is_invalid=False),
-    "binary": KindRules(unit_length=False, zero_is_invalid=False),
-    "unit_vector": KindRules(unit_length=True, zero_is_invalid=True),  # normals: zero vector = no normal
-    "scalar": KindRules(unit_length=False, zero_is_invalid=True),  # depth: 0 = no measurement
-}
-
 
 
 class SampleTransform(Protocol):
@@ -177,7 +157,7 @@ class ScaleNRotate(_TaskTransform):
         out = {**sample, "image": warp(sample["image"], _IMAGE_FLAG)}
         for spec in self._present(sample):
             label = sample[spec.name]
-            if KIND_RULES[spec.output].unit_length:
+            if spec.kind.unit_length:
                 label = _rotate_in_plane(label, angle)
             out[spec.name] = warp(label, _CV2_FLAGS[spec.label_interpolation])
         return out
@@ -199,7 +179,7 @@ class FixedResize(_TaskTransform):
         out = {"image": cv2.resize(sample["image"], dsize, interpolation=_IMAGE_FLAG)}
         for spec in self._present(sample):
             label = cv2.resize(sample[spec.name], dsize, interpolation=_CV2_FLAGS[spec.label_interpolation])
-            if KIND_RULES[spec.output].unit_length:
+            if spec.kind.unit_length:
                 label = label / (np.linalg.norm(label, axis=-1, keepdims=True) + _EPS)
             out[spec.name] = label
         if "meta" in sample:
@@ -219,7 +199,7 @@ class AddIgnoreRegions(_TaskTransform):
         out = dict(sample)
         for spec in self._present(sample):
             label = sample[spec.name]
-            if KIND_RULES[spec.output].zero_is_invalid:
+            if spec.kind.zero_is_invalid:
                 invalid = label == 0
                 if label.ndim == 3:  # a vector is invalid when all its channels are 0; mark every channel
                     invalid = invalid.all(axis=-1, keepdims=True)

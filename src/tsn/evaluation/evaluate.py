@@ -26,28 +26,29 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tsn.datasets import dataset_tasks, get_dataset
 from tsn.errors import TsnError
+from tsn.inference.speed import SpeedOptions
 from tsn.models.base import DensePredictionModel
-from tsn.tasks import TaskSpec, dataset_tasks, get_task
+from tsn.tasks import TaskSpec, get_task
 from tsn.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "RESULT_FORMAT",
     "DEFAULT_INPUT_SIZE",
     "MIN_INPUT_SIZE",
-    "DEFAULT_EDGE_PROTOCOLS",
-    "DEFAULT_DEPTH_PROTOCOLS",
     "SIGN_CONVENTION",
     "TableRow",
     "table_value",
@@ -59,6 +60,7 @@ __all__ = [
     "evaluate_checkpoint",
     "load_baseline",
     "compare_with_baseline",
+    "add_baseline",
     "markdown_table",
     "evaluation_markdown",
     "write_result",
@@ -72,22 +74,6 @@ DEFAULT_INPUT_SIZE = 512
 
 MIN_INPUT_SIZE = 64
 """Smallest network input: the encoder's stride-32 features must keep more than one pixel for instance norm."""
-
-DEFAULT_EDGE_PROTOCOLS: Mapping[str, str] = {
-    # TSNs scores PASCAL edges with ASTMT's seism setup (NMS, HED thresholds, all 5,105 val images).
-    "pascal_context": "astmt",
-    # The only NYUD edge setting with a documented ground truth and tolerance (docs/edges.md).
-    "nyud": "atrc-nyud",
-    "synthetic": "astmt",
-}
-"""Edge protocol used when none is given, per dataset."""
-
-DEFAULT_DEPTH_PROTOCOLS: Mapping[str, str] = {
-    "nyud": "astmt",  # the TSNs / ASTMT numbers
-    # The scenes' sky has no depth (0); ASTMT's protocol would score it as a depth of 1e-9 m.
-    "synthetic": "pooled",
-}
-"""Depth protocol used when none is given, per dataset."""
 
 SIGN_CONVENTION = (
     "average drop in the TSN paper's sign: 100 * s_t * (single - multi) / single averaged over tasks, "
@@ -265,15 +251,6 @@ class _EvalInputs(Dataset):
         return _Item(labels, self.transform({"image": sample["image"]})["image"], truth)
 
 
-def _read_back(spec: TaskSpec, saved: np.ndarray) -> np.ndarray:
-    """A saved prediction as the reference evaluators read it back from its file."""
-    if spec.output == "binary":
-        return saved / 255.0
-    if spec.output == "unit_vector":  # H x W x 3 uint8 RGB -> 3 x H x W in [-1, 1]
-        return saved.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
-    return saved
-
-
 def evaluate_model(
     model: DensePredictionModel,
     dataset: Dataset,
@@ -284,6 +261,8 @@ def evaluate_model(
     workers: int = 0,
     edge_protocol: str | None = None,
     depth_protocol: str | None = None,
+    metric_factories: Mapping[str, Callable[[TaskSpec], Any]] | None = None,
+    scores_saved_files: bool = True,
     save_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
@@ -293,6 +272,9 @@ def evaluate_model(
     the data and match edges. Returns each task's metric result (see :mod:`tsn.metrics`), in the order of
     ``specs``; the edge result also says which ``image_set`` it used. ``save_dir`` receives every prediction as
     ``<save_dir>/<task>/<id>.png`` (depth ``.mat``), the authors' format at the original size.
+    ``metric_factories`` replace the output kind's metric of some tasks (a dataset's own protocol, see
+    :class:`tsn.datasets.EvaluationProtocol`); with ``scores_saved_files`` false the metrics (edges excepted)
+    score the float predictions instead of what the saved files hold.
     """
     from tsn.inference.predict import restore_predictions, save_prediction
     from tsn.metrics import make_metrics
@@ -302,6 +284,9 @@ def evaluate_model(
         raise TsnError(f"batch size must be >= 1 and workers >= 0 (got {batch_size} and {workers})")
     by_name = {spec.name: spec for spec in specs}
     metrics = make_metrics([s for s in specs if not _is_boundary(s)], depth_protocol=depth_protocol)
+    for name, factory in (metric_factories or {}).items():
+        if name in metrics:
+            metrics[name] = factory(by_name[name])
     boundary = [spec.name for spec in specs if _is_boundary(spec)]
     protocol = get_protocol(edge_protocol or "mtl-survey") if boundary else None
     edge_ids, edge_set = edge_image_set(dataset, protocol.image_set) if protocol else (None, "")
@@ -317,7 +302,7 @@ def evaluate_model(
                 with torch.inference_mode():
                     raw = model(batch, list(by_name))
                 sizes = [tuple(item.labels["meta"]["size"]) for item in items]
-                for item, predictions in zip(items, restore_predictions(raw, by_name, sizes)):
+                for item, predictions in zip(items, restore_predictions(raw, by_name, sizes), strict=True):
                     image_id = str(item.labels["meta"]["id"])
                     in_edge_set = edge_ids is None or image_id in edge_ids
                     if boundary and in_edge_set:
@@ -328,7 +313,8 @@ def evaluate_model(
                             save_prediction(spec, prediction, Path(save_dir) / name, image_id, "authors")
                         saved = spec.to_saved(prediction)
                         if name in metrics:
-                            metrics[name].update(_read_back(spec, saved), item.labels[name])
+                            scored = spec.read_saved(saved) if scores_saved_files else prediction
+                            metrics[name].update(scored, item.labels[name])
                         elif in_edge_set:  # uint8, read as value / 255: exactly what seism sees
                             counters[name].add(image_id, saved, item.edge_truth)
                 bar.update(len(items))
@@ -355,7 +341,7 @@ def _input_size(size: int | Sequence[int]) -> tuple[int, int]:
     if len(sides) != 2 or min(sides) < MIN_INPUT_SIZE:
         raise TsnError(f"input size {size} is not one or two sides of at least {MIN_INPUT_SIZE} px (the encoder's "
                        "stride-32 features need more than one pixel); e.g. --size 512 or --size 480 640")
-    return sides  # type: ignore[return-value]
+    return sides
 
 
 def evaluate_checkpoint(
@@ -370,6 +356,7 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     workers: int | None = None,
     device: str = "auto",
+    speed: SpeedOptions | None = None,
     edge_protocol: str | None = None,
     depth_protocol: str | None = None,
     save_dir: str | os.PathLike[str] | None = None,
@@ -377,11 +364,15 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split with the reference protocol; returns the JSON-ready record.
 
+    ``speed``: the :mod:`tsn.inference.speed` options applied to the loaded model (default
+    :func:`~tsn.inference.speed.exact_options`: float32 results, no compilation); they change nothing outside it.
+
     ``dataset_options`` go to :func:`tsn.data.build_dataset` (e.g. ``size``, ``length``, ``seed`` of the
     synthetic scenes). ``size`` is the network input, one side or ``(H, W)``: default 512 x 512 (the paper's),
-    or the synthetic scenes' own size. ``edge_protocol`` and ``depth_protocol`` default to the dataset's entry of
-    :data:`DEFAULT_EDGE_PROTOCOLS` and :data:`DEFAULT_DEPTH_PROTOCOLS`. ``workers`` (default: every core) read
-    data and match edges in parallel.
+    or the synthetic scenes' own size. ``edge_protocol`` and ``depth_protocol`` default to the dataset's
+    :class:`~tsn.datasets.EvaluationProtocol`, whose metric factories replace the kinds' metrics where it names
+    them (NYUv2-13, Cityscapes-7: LibMTL's). ``workers`` (default: every core) read data and match edges in
+    parallel.
 
     Record keys: ``format``, ``format_version``, ``tsn_version``, ``checkpoint`` (path, config, parameters),
     ``dataset`` (name, split, root, options, n_images), ``input_size``, ``protocols``, ``tasks`` (every metric,
@@ -389,31 +380,37 @@ def evaluate_checkpoint(
     ``n_images`` (per task), ``predictions`` (the save folder or null), ``time`` (start, seconds, device).
     """
     from tsn import __version__
-    from tsn.models.checkpoint import load_model
-    from tsn.inference.speed import exact_options, optimize
     from tsn.data import build_dataset
+    from tsn.inference.speed import exact_options, optimize
+    from tsn.models.checkpoint import load_model
     from tsn.utils.device import resolve_device
 
     started, clock = time.time(), time.perf_counter()
-    name = dataset.strip().lower().replace("-", "_")
-    dataset_tasks(name)  # an unknown dataset name or input size fails here, before anything is loaded
+    registered = get_dataset(dataset)  # an unknown dataset name or input size fails here, before anything is loaded
+    name = registered.name
     input_size = _input_size(size) if size else None
     run_on = resolve_device(device)
-    model = optimize(load_model(checkpoint, map_location=run_on), exact_options(run_on))
+    model = optimize(load_model(checkpoint, map_location=run_on), exact_options(run_on) if speed is None else speed)
     specs = resolve_eval_tasks(model, name, tasks)
     options = dict(dataset_options or {})
     data = build_dataset(name, split, tasks=[s.name for s in specs], root=data_root, **options)
-    input_size = input_size or _input_size(getattr(data, "size", DEFAULT_INPUT_SIZE))  # synthetic: scene size
-    edge_protocol = edge_protocol or DEFAULT_EDGE_PROTOCOLS.get(name)
-    depth_protocol = depth_protocol or DEFAULT_DEPTH_PROTOCOLS.get(name)
+    # The dataset's evaluation size, else its own size (synthetic scenes), else the paper's.
+    if input_size is None:
+        own_size: int | Sequence[int] = getattr(data, "size", DEFAULT_INPUT_SIZE)
+        input_size = _input_size(registered.eval_size or own_size)
+    protocol = registered.evaluation
+    edge_protocol = edge_protocol or protocol.edge_protocol
+    depth_protocol = depth_protocol or protocol.depth_protocol
+    factories = {spec.name: registered.metric_factory(spec.name) for spec in specs}
     results = evaluate_model(
         model, data, specs, size=input_size, batch_size=batch_size,
         workers=_default_workers() if workers is None else workers, edge_protocol=edge_protocol,
         depth_protocol=depth_protocol, save_dir=save_dir, progress=progress,
+        metric_factories={task: factory for task, factory in factories.items() if factory is not None},
+        scores_saved_files=protocol.scores_saved_files,
     )
-    protocols: dict[str, Any] = {
-        "scoring": "predictions resized to each image's original size, scored as the authors' saved files hold them",
-    }
+    scored_as = "as the authors' saved files hold them" if protocol.scores_saved_files else "as floats (LibMTL)"
+    protocols: dict[str, Any] = {"scoring": f"predictions resized to each image's original size, scored {scored_as}"}
     for spec in specs:
         result = results[spec.name]
         if _is_boundary(spec):
@@ -536,6 +533,17 @@ def compare_with_baseline(
     }
 
 
+def add_baseline(
+    record: dict[str, Any], baseline: Mapping[str, float], sources: Sequence[str | os.PathLike[str]] = ()
+) -> dict[str, Any]:
+    """``record`` (an evaluation record) with its ``baseline`` entry: :func:`compare_with_baseline` of its
+    headline values against ``baseline`` (table units, e.g. from :func:`load_baseline` of ``sources``)."""
+    specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
+    comparison = compare_with_baseline(table_values(record), baseline, specs)
+    record["baseline"] = {"source": [str(p) for p in sources], **comparison}
+    return record
+
+
 # ------------------------------------------------------------------------------------------------------ tables
 
 
@@ -587,6 +595,13 @@ def evaluation_markdown(record: Mapping[str, Any]) -> str:
         drops = ", ".join(f"{task} {drop:+.2f}" for task, drop in baseline["drops"].items())
         missing = f" (no baseline for {', '.join(baseline['missing'])})" if baseline["missing"] else ""
         lines += [f"Drop % per task: {drops}{missing}. Sign: {baseline['sign']}.", ""]
+    reported = get_dataset(dataset["name"]).evaluation.reported
+    scores = [
+        f"- {task}: " + ", ".join(f"{key} {record['tasks'][task][key]:.4f}" for key in reported[task])
+        for task in record["headline"] if task in reported and task in record.get("tasks", {})
+    ]
+    if scores:  # the numbers this dataset's literature reports, beside the headline
+        lines += ["Reported metrics:", *scores, ""]
     counts = ", ".join(f"{task} {n}" for task, n in record["n_images"].items())
     lines += [f"Images scored: {counts}.", ""]
     for task, protocol in record["protocols"].items():

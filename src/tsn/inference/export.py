@@ -100,6 +100,11 @@ def task_pool_matrices(model: TaskSwitchingNet) -> torch.Tensor:
 class _TaskIndexedTSN(nn.Module):
     """A TSN as a function of ``(image, task index per sample)`` with a fixed-width, zero-padded output."""
 
+    styles: torch.Tensor
+    """``(T, latent)`` buffer: the task embedding of every task."""
+    pools: torch.Tensor
+    """``(T, largest task channels, head channels)`` buffer: see :func:`task_pool_matrices`."""
+
     def __init__(self, model: TaskSwitchingNet) -> None:
         super().__init__()
         self.model = model
@@ -146,7 +151,7 @@ def onnx_metadata(model: DensePredictionModel) -> dict[str, str]:
     return {
         "tsn.tasks": json.dumps([s.name for s in specs]),
         "tsn.task_channels": json.dumps({s.name: s.channels for s in specs}),
-        "tsn.task_outputs": json.dumps({s.name: s.output for s in specs}),
+        "tsn.task_outputs": json.dumps({s.name: s.kind.name for s in specs}),
         "tsn.input_mean": json.dumps(list(IMAGENET_MEAN)),
         "tsn.input_std": json.dumps(list(IMAGENET_STD)),
         "tsn.model_config": json.dumps(model.config.to_dict()),
@@ -185,7 +190,7 @@ def export_onnx(
     check_opset(opset)
     path = ensure_writable_file(path, "ONNX output")
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and blocks
-    unfuse_adain_blocks(model)  # the reference blocks map onto ONNX's InstanceNormalization
+    model = unfuse_adain_blocks(model)  # the reference blocks map onto ONNX's InstanceNormalization
     module, inputs, outputs = _wrap(model)
     module.eval()
     probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))

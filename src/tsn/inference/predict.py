@@ -23,9 +23,10 @@ the VOC colours) and adds a grey depth PNG for viewing. Every file is written at
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.io
@@ -37,6 +38,8 @@ from tqdm import tqdm
 from tsn.data.images import decode_image, read_rgb_image
 from tsn.data.transforms import Compose, build_transforms
 from tsn.errors import TsnError
+from tsn.inference.speed import SpeedOptions
+from tsn.models.backbone import encoder_feature_info
 from tsn.models.base import DensePredictionModel, TaskArg
 from tsn.tasks import TaskSpec, color_palette
 from tsn.utils.io import atomic_write
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "check_input_size",
     "SaveFormat",
     "SAVE_FORMATS",
     "PANELS_FOLDER",
@@ -59,6 +63,7 @@ __all__ = [
     "render_panel",
     "save_figure",
     "predict_files",
+    "predict_checkpoint",
 ]
 
 SaveFormat = Literal["visual", "authors"]
@@ -84,10 +89,12 @@ class Skipped:
 
 @dataclass
 class PredictSummary:
-    """What :func:`predict_files` did: the images it wrote predictions for, and the inputs it skipped."""
+    """What :func:`predict_files` did: the tasks it predicted, the images it wrote predictions for, and the inputs
+    it skipped."""
 
     processed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -177,8 +184,8 @@ def restore_predictions(
     for name, output in raw.items():
         spec = specs[name]
         prediction = spec.postprocess(output)
-        for index, size in enumerate(sizes):
-            resized = spec.resize_prediction(prediction[index : index + 1], tuple(size))
+        for index, (height, width) in enumerate(sizes):
+            resized = spec.resize_prediction(prediction[index : index + 1], (height, width))
             restored[index][name] = resized[0].cpu().numpy()
     return restored
 
@@ -209,7 +216,7 @@ def save_prediction(
             _write_png(folder / f"{name}.png", Image.fromarray(spec.render(prediction)[..., 0]))
         return
     image = Image.fromarray(saved)
-    if save_format == "visual" and spec.output == "classes":
+    if save_format == "visual" and spec.kind.indexed_png:
         image.putpalette(_PALETTE)  # mode L -> P: the pixels stay the class indices, viewers show VOC colours
     _write_png(folder / f"{name}{spec.saved_suffix}", image)
 
@@ -228,7 +235,7 @@ def save_predictions(
     ``meta["size"]``). Returns the restored predictions (see :func:`restore_predictions`) for further use.
     """
     restored = restore_predictions(raw, specs, sizes)
-    for name, predictions in zip(names, restored):
+    for name, predictions in zip(names, restored, strict=False):
         for task, prediction in predictions.items():
             save_prediction(specs[task], prediction, Path(out_dir) / task, name, save_format)
     return restored
@@ -241,7 +248,7 @@ def render_panel(image: np.ndarray, predictions: Mapping[str, np.ndarray], specs
     panes = [("Image", image)] + [(specs[task].title, specs[task].render(p)) for task, p in predictions.items()]
     height, width = image.shape[:2]
     figure = Figure(figsize=(2.6 * len(panes), 2.6 * height / width + 0.4), layout="constrained")
-    for axes, (title, picture) in zip(figure.subplots(1, len(panes), squeeze=False)[0], panes):
+    for axes, (title, picture) in zip(figure.subplots(1, len(panes), squeeze=False)[0], panes, strict=True):
         axes.imshow(picture)
         axes.set_title(title, fontsize=9)
         axes.set_axis_off()
@@ -314,7 +321,7 @@ def predict_files(
     specs = {name: model.task_specs[name] for name in names}
     device = next(model.parameters()).device
     files, unusable = collect_inputs(inputs)
-    summary = PredictSummary()
+    summary = PredictSummary(tasks=list(names))
 
     def skip(item: Skipped) -> None:
         summary.skipped.append(item)
@@ -334,8 +341,51 @@ def predict_files(
                     skip(item)
             if loaded:
                 raw = model(torch.stack([item.tensor for item in loaded]).to(device), names)
-                for index, item in enumerate(loaded):
-                    _save_one_image(raw, index, item, specs, out_dir, save_format, panels)
-                    summary.processed.append(item.path)
+                for index, image in enumerate(loaded):
+                    _save_one_image(raw, index, image, specs, out_dir, save_format, panels)
+                    summary.processed.append(image.path)
             bar.update(len(items))
     return summary
+
+
+def check_input_size(model: DensePredictionModel, size: tuple[int, int]) -> None:
+    """A one-line :class:`TsnError` when ``size`` leaves the encoder's coarsest map with one pixel per side:
+    instance normalisation needs more than one value per map."""
+    smallest = 2 * max(encoder_feature_info(model.encoder).reduction())
+    if min(size) < smallest:
+        raise TsnError(
+            f"--size {size[0]}x{size[1]} is too small for this model's encoder: use at least {smallest} x {smallest}"
+        )
+
+
+def predict_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    speed: SpeedOptions | None = None,
+    tasks: TaskArg = None,
+    size: tuple[int, int] = (512, 512),
+    batch_size: int = 1,
+    workers: int = 0,
+    save_format: SaveFormat = "visual",
+    panels: bool = True,
+    progress: bool = True,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> PredictSummary:
+    """:func:`predict_files` with the model of a checkpoint, loaded on ``device`` (``auto``: a GPU if any).
+
+    ``speed``: the :mod:`tsn.inference.speed` options applied to the model (default
+    :func:`~tsn.inference.speed.exact_options`: float32 results, no compilation); they change nothing outside it.
+    """
+    from tsn.inference.speed import exact_options, optimize
+    from tsn.models.checkpoint import load_model
+    from tsn.utils.device import resolve_device
+
+    run_on = resolve_device(str(device))
+    model = load_model(checkpoint, map_location=run_on)
+    check_input_size(model, size)
+    model = optimize(model, exact_options(run_on) if speed is None else speed)
+    return predict_files(model, inputs, out_dir, tasks=tasks, size=size, batch_size=batch_size, workers=workers,
+                         save_format=save_format, panels=panels, progress=progress, on_skip=on_skip)

@@ -1,8 +1,9 @@
 """Speed options that keep a model's results: memory format, fused blocks, bfloat16 autocast, ``torch.compile``.
 
-No option changes the weights or the state dict. Their measured effect on the paper's TSN (random weights,
-512 x 512, all five tasks; differences from the authors' float32 eager outputs, whose largest magnitude is 4.8;
-speed on a 2-core AMX Xeon, details and re-measurement in ``tsn benchmark`` and docs/performance.md):
+No option changes the weights or the state dict, and none changes anything outside the model it is applied to.
+Their measured effect on the paper's TSN (random weights, 512 x 512, all five tasks; differences from the authors'
+float32 eager outputs, whose largest magnitude is 4.8; speed on a 2-core AMX Xeon, details and re-measurement in
+``tsn benchmark`` and docs/performance.md):
 
 ============== ========================================================= =============================================
 option         what it does                                              effect on results (largest abs difference)
@@ -11,19 +12,22 @@ channels_last  NHWC activations and weights: oneDNN's fast convolutions  float32
                (fp32 convs 1.3-1.5x faster; bf16 AMX kernels need it)
 fused          :mod:`tsn.models.fused` AdaIN blocks: norm + modulation   float32 rounding only (~1e-5)
                folded into one in-place pass
-reuse_memory   glibc keeps freed memory instead of page-faulting every   none (bit-identical)
-               large tensor back in (a third of fp32 CPU time here)
 compile        ``torch.compile`` (Inductor, weights frozen for           float32 rounding only (~1e-5)
                inference); pays on CPU only with bf16
 bf16           bfloat16 autocast: convolutions and activations in        up to 4% of the output scale (0.17 of 4.8);
                bfloat16 (AMX / tensor cores); losses stay in float32     >= 97% of class / binary decisions unchanged
 ============== ========================================================= =============================================
 
-Together, channels_last + fused + reuse_memory give the all-task path 2.1x the authors' speed in float32; adding
-bf16 + compile gives 7.7x. Typical use::
+One more setting is not a model option, because it changes the whole process: :func:`tune_glibc_allocator`
+makes glibc's malloc keep freed memory (bit-identical results; a third of the float32 CPU time of a large forward
+on a 2-core VM is otherwise spent page-faulting fresh memory in). Nothing applies it unless asked: call it
+yourself, or pass ``--tune-allocator`` to ``tsn predict``, ``tsn evaluate`` or ``tsn benchmark``.
+
+Together, channels_last + fused + the tuned allocator give the all-task path 2.1x the authors' speed in float32;
+adding bf16 + compile gives 7.7x. Typical use::
 
     options = fastest_options(device)
-    model = optimize(model, options)               # in place; returns the model
+    model = optimize(model, options)               # use the returned model (its AdaIN blocks are replaced)
     with torch.inference_mode(), autocast(options, device):
         outputs = model(prepare(image, options))
 """
@@ -35,15 +39,18 @@ import ctypes
 import dataclasses
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
 
 from tsn.errors import TsnError
+from tsn.models.base import DensePredictionModel
 from tsn.models.fused import fuse_adain_blocks
 
-__all__ = ["SpeedOptions", "fastest_options", "exact_options", "optimize", "autocast", "prepare", "reuse_freed_memory"]
+__all__ = [
+    "SpeedOptions", "fastest_options", "exact_options", "optimize", "autocast", "prepare", "tune_glibc_allocator",
+]
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,9 @@ class SpeedOptions:
     fused: bool = False
     bf16: bool = False
     compile: bool = False
-    reuse_memory: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "SpeedOptions":
+    def parse(cls, text: str) -> SpeedOptions:
         """Options from a comma-separated list such as ``"channels_last,fused,bf16"`` (``""`` or ``none``: none)."""
         names = [n.strip().replace("-", "_") for n in text.split(",") if n.strip() and n.strip() != "none"]
         known = [f.name for f in dataclasses.fields(cls)]
@@ -85,30 +91,41 @@ def fastest_options(device: str | torch.device = "cpu", *, allow_bf16: bool = Tr
         bf16 = allow_bf16 and torch.cuda.is_bf16_supported()
         return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=True)
     bf16 = allow_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=bf16, reuse_memory=True)
+    return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=bf16)
 
 
 def exact_options(device: str | torch.device = "cpu") -> SpeedOptions:
     """The options that keep float32 results (largest output change below 1e-4 on the paper model, see
-    docs/performance.md): channels_last, the fused AdaIN block, and on the CPU the reuse of freed memory. The
-    inference commands (``tsn predict``, ``tsn evaluate``) apply these; they need no compilation per input shape.
+    docs/performance.md): channels_last and the fused AdaIN block, on any device. The inference commands
+    (``tsn predict``, ``tsn evaluate``) use these; they need no compilation per input shape.
     """
-    return SpeedOptions(channels_last=True, fused=True, reuse_memory=torch.device(device).type == "cpu")
+    del device  # the same on every device; the argument keeps the signature of fastest_options
+    return SpeedOptions(channels_last=True, fused=True)
+
+
+@overload
+def optimize(
+    model: DensePredictionModel, options: SpeedOptions, *, inference: bool = True
+) -> DensePredictionModel: ...
+
+
+@overload
+def optimize(model: nn.Module, options: SpeedOptions, *, inference: bool = True) -> nn.Module: ...
 
 
 def optimize(model: nn.Module, options: SpeedOptions, *, inference: bool = True) -> nn.Module:
-    """Apply ``options`` to ``model`` in place and return it; its state dict keeps its keys and values.
+    """``model`` with ``options`` applied; use the returned model. Its state dict keeps its keys and values.
 
-    ``inference=True`` lets ``torch.compile`` freeze the weights into the compiled graph (CPU: pre-packed
-    oneDNN weights); call the model under ``torch.inference_mode()`` then. Compilation happens on the first
-    call with each new input shape.
+    ``model`` itself is changed (its weights' memory format, its AdaIN blocks replaced by fused ones through their
+    parents, see :func:`tsn.models.fused.fuse_adain_blocks`): pass a copy to keep the original. Nothing outside
+    the model changes. ``inference=True`` lets ``torch.compile`` freeze the weights into the compiled graph (CPU:
+    pre-packed oneDNN weights); call the model under ``torch.inference_mode()`` then. Compilation happens on the
+    first call with each new input shape.
     """
-    if options.reuse_memory:
-        reuse_freed_memory()
     if options.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
     if options.fused:
-        fuse_adain_blocks(model)
+        model = fuse_adain_blocks(model)
     if options.compile:
         model.compile(options={"freezing": True} if inference else None)
     return model
@@ -124,13 +141,17 @@ def prepare(image: torch.Tensor, options: SpeedOptions) -> torch.Tensor:
     return image.contiguous(memory_format=torch.channels_last) if options.channels_last else image
 
 
-def reuse_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse; returns False where that is not possible (not glibc).
+def tune_glibc_allocator() -> bool:
+    """Make glibc's malloc keep freed memory for reuse, for the whole process and until it exits.
 
     By default glibc serves large allocations (always those above 32 MB) with a fresh ``mmap``, so each large
     activation of a 512 x 512 forward is page-faulted in (zeroed by the kernel) again on every call: up to a third
-    of the CPU time of a float32 forward on a 2-core VM. With ``mmap`` and trimming off, freed pages are reused.
-    The process keeps its peak memory until it exits, which suits a long inference or training process.
+    of the CPU time of a float32 forward on a 2-core VM. This turns ``mmap`` and trimming off (``mallopt``), so
+    freed pages are reused: results are bit-identical, but the process keeps its peak memory until it exits, and
+    every library in it allocates this way. That suits a long inference or training process, which is why it is
+    never applied by default: call it explicitly (the commands' ``--tune-allocator``).
+
+    Returns False, changing nothing, where that is not possible (not Linux, not glibc).
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -1,15 +1,18 @@
 """Dense-prediction metrics: one dataset-level accumulator per task, and the multi-task score.
 
-:func:`make_metric` builds a task's metric from its :class:`~tsn.tasks.TaskSpec` (output kind and headline
-metric), so a new task with a known kind needs no change here. Every metric follows :class:`TaskMetric`
-(``update(pred, label)`` per image, ``compute()``, ``reset()``) and reports fractions for IoU-type scores
-(tables print them x100), degrees for normals and label units for depth. See ``docs/metrics.md``.
+This is pure array code: it knows metric *families* (segmentation, saliency, edges, normals, depth), never tasks.
+A task's output kind (:mod:`tsn.kinds`) names the family of its headline metric and builds it with
+:func:`build_metric` from plain arguments (channels, ignore value, class names), so a new task with a known kind
+needs no change here. Every metric follows :class:`TaskMetric` (``update(pred, label)`` per image, ``compute()``,
+``reset()``) and reports fractions for IoU-type scores (tables print them x100), degrees for normals and label
+units for depth. See ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tsn.errors import TsnError
 from tsn.metrics.base import MetricResult, TaskMetric
@@ -18,7 +21,6 @@ from tsn.metrics.multitask import average_drop, delta_m, task_drops
 from tsn.metrics.normals import NormalsMetric
 from tsn.metrics.saliency import SaliencyMetric
 from tsn.metrics.segmentation import SegmentationMetric
-from tsn.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from tsn.metrics.edges import EdgeMetric
@@ -34,7 +36,12 @@ __all__ = [
     "DEPTH_PROTOCOLS",
     "depth_metric",
     "EdgeMetric",
+    "METRIC_FAMILIES",
     "METRIC_OPTIONS",
+    "MetricFamily",
+    "ScoredTask",
+    "build_metric",
+    "check_metric_options",
     "make_metric",
     "make_metrics",
     "task_drops",
@@ -43,24 +50,27 @@ __all__ = [
 ]
 
 
-def _segmentation(spec: TaskSpec, **options: Any) -> TaskMetric:
-    names = spec.class_names if len(spec.class_names) == spec.channels else ()
-    return SegmentationMetric(spec.channels, ignore_index=spec.ignore_index, class_names=names, **options)
+def _segmentation(channels: int, ignore_index: int, class_names: Sequence[str], **options: Any) -> TaskMetric:
+    names = tuple(class_names) if len(class_names) == channels else ()
+    return SegmentationMetric(channels, ignore_index=ignore_index, class_names=names, **options)
 
 
-def _saliency(spec: TaskSpec, **options: Any) -> TaskMetric:
-    return SaliencyMetric(ignore_index=spec.ignore_index, **options)
+def _saliency(channels: int, ignore_index: int, class_names: Sequence[str], **options: Any) -> TaskMetric:
+    return SaliencyMetric(ignore_index=ignore_index, **options)
 
 
-def _normals(spec: TaskSpec, **options: Any) -> TaskMetric:
-    return NormalsMetric(ignore_index=spec.ignore_index, **options)
+def _normals(channels: int, ignore_index: int, class_names: Sequence[str], **options: Any) -> TaskMetric:
+    return NormalsMetric(ignore_index=ignore_index, **options)
 
 
-def _depth(spec: TaskSpec, **options: Any) -> TaskMetric:
-    return depth_metric(ignore_index=spec.ignore_index, **options)
+def _depth(channels: int, ignore_index: int, class_names: Sequence[str], **options: Any) -> TaskMetric:
+    return depth_metric(ignore_index=ignore_index, **options)
 
 
-def _edges(spec: TaskSpec, overrides: Mapping[str, Any] | None = None, **options: Any) -> TaskMetric:
+def _edges(
+    channels: int, ignore_index: int, class_names: Sequence[str], overrides: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> TaskMetric:
     # Imported on demand: the edge benchmark is the heaviest metric and most runs never score edges.
     from tsn.metrics.edges import EdgeMetric
 
@@ -68,60 +78,81 @@ def _edges(spec: TaskSpec, overrides: Mapping[str, Any] | None = None, **options
 
 
 @dataclass(frozen=True)
-class _Builder:
-    """How to build one kind of metric, and which :func:`make_metric` options (-> its keywords) it reads."""
+class MetricFamily:
+    """How to build one family of metrics, and which :func:`build_metric` options (-> its keywords) it reads."""
 
     build: Callable[..., TaskMetric]
+    """``build(channels, ignore_index, class_names, **keywords)``."""
     options: Mapping[str, str]
 
 
-_BUILDERS: dict[tuple[str, str], _Builder] = {
-    ("classes", "mIoU"): _Builder(_segmentation, {"skip_uniform_labels": "skip_uniform_labels"}),
-    ("binary", "mIoU"): _Builder(_saliency, {"saliency_thresholds": "thresholds"}),
-    ("binary", "odsF"): _Builder(_edges, {"edge_protocol": "protocol", "edge_options": "overrides"}),
-    ("unit_vector", "mErr"): _Builder(
+METRIC_FAMILIES: dict[str, MetricFamily] = {
+    "segmentation": MetricFamily(_segmentation, {"skip_uniform_labels": "skip_uniform_labels"}),
+    "saliency": MetricFamily(_saliency, {"saliency_thresholds": "thresholds"}),
+    "edges": MetricFamily(_edges, {"edge_protocol": "protocol", "edge_options": "overrides"}),
+    "normals": MetricFamily(
         _normals, {"normals_bins_per_degree": "bins_per_degree", "normals_kept_errors_limit": "kept_errors_limit"}
     ),
-    ("scalar", "rmse"): _Builder(_depth, {"depth_protocol": "protocol"}),
+    "depth": MetricFamily(_depth, {"depth_protocol": "protocol"}),
 }
-"""Metric builders keyed by ``(TaskSpec.output, TaskSpec.metric)``."""
+"""Metric builders by family name; an output kind (:mod:`tsn.kinds`) maps each headline metric to one."""
 
-_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The reference parts evaluator skips images whose label is all background or all ignored.
-    "human_parts": {"skip_uniform_labels": True},
-}
-"""Reference protocol choices that belong to one task rather than to its output kind."""
-
-METRIC_OPTIONS: frozenset[str] = frozenset(name for builder in _BUILDERS.values() for name in builder.options)
-"""Every option :func:`make_metric` accepts; each reaches only the metrics that read it."""
+METRIC_OPTIONS: frozenset[str] = frozenset(name for family in METRIC_FAMILIES.values() for name in family.options)
+"""Every option :func:`build_metric` (and :func:`make_metric`) accepts; each reaches only the metrics that read it."""
 
 
-def make_metric(spec: TaskSpec, **options: Any) -> TaskMetric:
-    """A fresh metric for ``spec``, chosen by its output kind and headline metric.
-
-    Options (``None`` = the default), each applied only to the metrics it concerns: ``skip_uniform_labels``
-    (segmentation; on by default for human parts), ``saliency_thresholds``, ``edge_protocol``, ``edge_options``
-    (a mapping of :class:`EdgeMetric` overrides), ``normals_bins_per_degree``, ``normals_kept_errors_limit``
-    (memory of the exact normals median), ``depth_protocol``
-    (``astmt`` or ``pooled``).
-    """
+def check_metric_options(options: Mapping[str, Any]) -> None:
+    """Refuse an option no metric reads (a misspelling would otherwise be silently ignored)."""
     unknown = sorted(set(options) - METRIC_OPTIONS)
     if unknown:
         raise TsnError(f"unknown metric option {unknown[0]!r}; known options: {', '.join(sorted(METRIC_OPTIONS))}")
-    builder = _BUILDERS.get((spec.output, spec.metric))
-    if builder is None:
-        known = ", ".join(f"{output}/{metric}" for output, metric in _BUILDERS)
-        raise TsnError(
-            f"task {spec.name!r} has output {spec.output!r} with metric {spec.metric!r}, which no metric implements; "
-            f"known output/metric pairs: {known}"
-        )
-    kwargs = dict(_TASK_DEFAULTS.get(spec.name, {}))
+
+
+def build_metric(
+    family: str,
+    *,
+    channels: int = 1,
+    ignore_index: int,
+    class_names: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> TaskMetric:
+    """A fresh metric of ``family`` (a key of :data:`METRIC_FAMILIES`).
+
+    ``defaults`` are the task's own protocol choices (keywords of the family's builder, e.g. human parts'
+    ``skip_uniform_labels``); ``options`` (``None`` = the default), each applied only to the families it concerns:
+    ``skip_uniform_labels`` (segmentation), ``saliency_thresholds``, ``edge_protocol``, ``edge_options`` (a
+    mapping of :class:`EdgeMetric` overrides), ``normals_bins_per_degree``, ``normals_kept_errors_limit`` (memory
+    of the exact normals median), ``depth_protocol`` (``astmt`` or ``pooled``).
+    """
+    check_metric_options(options)
+    try:
+        chosen_family = METRIC_FAMILIES[family]
+    except KeyError:
+        raise TsnError(f"unknown metric family {family!r}; known families: {', '.join(METRIC_FAMILIES)}") from None
+    kwargs = dict(defaults or {})
     chosen = {name: value for name, value in options.items() if value is not None}
-    kwargs.update({keyword: chosen[name] for name, keyword in builder.options.items() if name in chosen})
-    return builder.build(spec, **kwargs)
+    kwargs.update({keyword: chosen[name] for name, keyword in chosen_family.options.items() if name in chosen})
+    return chosen_family.build(channels, ignore_index, tuple(class_names), **kwargs)
 
 
-def make_metrics(specs: Iterable[TaskSpec], **options: Any) -> dict[str, TaskMetric]:
+class ScoredTask(Protocol):
+    """What :func:`make_metric` needs of a task: a :class:`~tsn.tasks.TaskSpec` satisfies it."""
+
+    # Read-only members (properties), so that frozen dataclasses such as TaskSpec satisfy the protocol.
+    @property
+    def name(self) -> str: ...
+
+    def make_metric(self, **options: Any) -> TaskMetric: ...
+
+
+def make_metric(spec: ScoredTask, **options: Any) -> TaskMetric:
+    """A fresh metric for the task ``spec`` (a :class:`~tsn.tasks.TaskSpec`), chosen by its output kind and
+    headline metric; the options are those of :func:`build_metric`."""
+    return spec.make_metric(**options)
+
+
+def make_metrics(specs: Iterable[ScoredTask], **options: Any) -> dict[str, TaskMetric]:
     """One fresh metric per task, keyed by task name, with the same options as :func:`make_metric`."""
     return {spec.name: make_metric(spec, **options) for spec in specs}
 

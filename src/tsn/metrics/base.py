@@ -3,7 +3,8 @@
 A metric sees one image at a time: ``update(pred, label)`` with the *postprocessed* prediction (see
 :meth:`tsn.tasks.TaskSpec.postprocess`) already resized to the label's size, and the *raw* label. It keeps
 dataset-level sums (float64 / int64), and for the exact normals median the errors near it, so the order of the
-images and how they are split into batches do not change the result beyond float64 rounding. ``compute()`` returns plain Python values (JSON-ready); it can be called any number of times.
+images and how they are split into batches do not change the result beyond float64 rounding. ``compute()``
+returns plain Python values (JSON-ready); it can be called any number of times.
 """
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ In both, predictions ``<= 0`` become 1e-9 so logarithms and ratios stay finite, 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, MetricResult, TaskMetric, check_same_shape, single_map
-from tsn.tasks import IGNORE_INDEX
+from tsn.utils.constants import IGNORE_INDEX
 
 __all__ = ["DELTA_BASE", "DEPTH_PROTOCOLS", "AstmtDepthMetric", "PooledDepthMetric", "depth_metric"]
 

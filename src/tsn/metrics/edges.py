@@ -33,9 +33,10 @@ import math
 import multiprocessing
 import os
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import scipy.io
@@ -119,7 +120,7 @@ class EdgeProtocol:
     def __post_init__(self) -> None:
         thresholds = tuple(float(t) for t in self.thresholds)
         object.__setattr__(self, "thresholds", thresholds)
-        if not thresholds or any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+        if not thresholds or any(b <= a for a, b in itertools.pairwise(thresholds)):
             raise TsnError(f"edge protocol {self.name!r}: thresholds must be a non-empty increasing sequence")
         if self.comparison not in (">=", ">"):
             raise TsnError(f"edge protocol {self.name!r}: comparison must be '>=' or '>', got {self.comparison!r}")
@@ -234,8 +235,8 @@ def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
     ``skimage.morphology.thin`` implement (Lam, Lee & Suen 1992).
     """
     codes = np.arange(256)
-    x = [None, *(((codes >> bit) & 1).astype(bool) for bit in range(8))]
-    x.append(x[1])  # x9 = x1: the neighbourhood is circular
+    bits = [((codes >> bit) & 1).astype(bool) for bit in range(8)]
+    x = [bits[7], *bits, bits[0]]  # x0 = x8 and x9 = x1: the neighbourhood is circular (x0 is never read)
     crossings = sum((~x[2 * i - 1] & (x[2 * i] | x[2 * i + 1])).astype(int) for i in range(1, 5))
     n1 = sum((x[2 * k - 1] | x[2 * k]).astype(int) for k in range(1, 5))
     n2 = sum((x[2 * k] | x[2 * k + 1]).astype(int) for k in range(1, 5))
@@ -608,7 +609,7 @@ def _ground_truths(
     gt: ArrayLike | Sequence[ArrayLike], soft: np.ndarray, protocol: EdgeProtocol
 ) -> list[np.ndarray]:
     """The ground-truth boundary maps of prediction ``soft`` as bool arrays, thinned if the protocol says so."""
-    maps = list(gt) if isinstance(gt, (list, tuple)) else [gt]
+    maps = list(gt) if isinstance(gt, Sequence) else [gt]  # lists and tuples; arrays and tensors are no Sequence
     if not maps:
         raise TsnError("no edge ground truth given; pass a binary boundary map or a list of them")
     boundaries = []

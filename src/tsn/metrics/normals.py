@@ -25,7 +25,7 @@ import numpy as np
 
 from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, to_numpy
-from tsn.tasks import IGNORE_INDEX
+from tsn.utils.constants import IGNORE_INDEX
 
 __all__ = ["WITHIN_DEGREES", "NormalsMetric", "angular_error"]
 
@@ -91,7 +91,11 @@ class NormalsMetric:
             self._n_skipped += 1
             return
         # Scoring every pixel and then dropping the invalid ones is cheaper than gathering 3 x N valid vectors.
-        errors = angular_error(pred, label)[valid]
+        self.add_errors(angular_error(pred, label)[valid])
+
+    def add_errors(self, errors: np.ndarray) -> None:
+        """Add one image's angular errors (degrees, valid pixels only); protocols that measure the angle
+        differently (:mod:`tsn.metrics.mtan`) feed this."""
         bins = np.minimum((errors * self.bins_per_degree).astype(np.int64), self._histogram.size - 1)
         self._histogram += np.bincount(bins, minlength=self._histogram.size)
         self._keep(errors, bins)
@@ -110,7 +114,7 @@ class NormalsMetric:
             "median": median,
             "rmse": float(np.sqrt(self._sum_sq / n)) if n else nan,
         }
-        for threshold, count in zip(WITHIN_DEGREES, self._within):
+        for threshold, count in zip(WITHIN_DEGREES, self._within, strict=True):
             # The reference's np.mean(err < t) * 100: the fraction first, then x100 (same rounding).
             result[f"within_{threshold:g}"] = float(count) / n * 100.0 if n else nan
         result.update(
@@ -183,14 +187,16 @@ def _norm(vectors: np.ndarray) -> np.ndarray:
 
 def _pixel_vectors(pred: ArrayLike, label: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Both as float64 ``3 x (H * W)``; ``pred`` must be channels-first ``3 x H x W``, ``label`` either layout."""
-    pred = to_numpy(pred).astype(np.float64)
-    while pred.ndim > 3 and pred.shape[0] == 1:
-        pred = pred[0]
-    if pred.ndim != 3 or pred.shape[0] != 3:
-        raise TsnError(f"normals prediction has shape {tuple(pred.shape)}; pass one image as a 3 x H x W array")
-    label = to_numpy(label).astype(np.float64)
+    pred_array = to_numpy(pred).astype(np.float64)
+    while pred_array.ndim > 3 and pred_array.shape[0] == 1:
+        pred_array = pred_array[0]
+    if pred_array.ndim != 3 or pred_array.shape[0] != 3:
+        raise TsnError(
+            f"normals prediction has shape {tuple(pred_array.shape)}; pass one image as a 3 x H x W array"
+        )
+    label_array = to_numpy(label).astype(np.float64)
     # A 3 x H x W label matches the prediction as is; an H x W x 3 one (the loaders' raw layout) is transposed.
-    if label.shape != pred.shape and label.shape == pred.shape[1:] + (3,):
-        label = label.transpose(2, 0, 1)
-    check_same_shape(pred, label, "normals")
-    return pred.reshape(3, -1), label.reshape(3, -1)
+    if label_array.shape != pred_array.shape and label_array.shape == pred_array.shape[1:] + (3,):
+        label_array = label_array.transpose(2, 0, 1)
+    check_same_shape(pred_array, label_array, "normals")
+    return pred_array.reshape(3, -1), label_array.reshape(3, -1)

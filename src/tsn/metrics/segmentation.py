@@ -7,13 +7,13 @@ class that never occurs in labels nor predictions counts as IoU 0.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, single_map
-from tsn.tasks import IGNORE_INDEX
+from tsn.utils.constants import IGNORE_INDEX
 
 __all__ = ["SegmentationMetric"]
 

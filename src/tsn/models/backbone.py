@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,17 @@ from torch import nn
 from tsn.errors import TsnError
 from tsn.models.config import PAPER_DECODER_CHANNELS
 
-__all__ = ["create_encoder", "default_decoder_channels", "UNetDecoder", "upsample", "BlockFactory"]
+if TYPE_CHECKING:  # timm is imported lazily at run time (see create_encoder)
+    from timm.models import FeatureInfo
+
+__all__ = [
+    "create_encoder",
+    "encoder_feature_info",
+    "default_decoder_channels",
+    "UNetDecoder",
+    "upsample",
+    "BlockFactory",
+]
 
 BlockFactory = Callable[[int, int, int], nn.Module]
 """``(kernel_size, in_channels, out_channels) -> block``; a block is called as ``block(x, style)``."""
@@ -31,6 +42,12 @@ def create_encoder(backbone: str, pretrained: bool = False) -> nn.Module:
         raise TsnError(f"cannot build backbone {backbone!r}: {error}") from None
     except Exception as error:  # pragma: no cover - download failures and the like
         raise TsnError(f"cannot build backbone {backbone!r} (pretrained={pretrained}): {error}") from None
+
+
+def encoder_feature_info(encoder: nn.Module) -> FeatureInfo:
+    """timm's description (``channels()``, ``reduction()``) of the feature maps of a :func:`create_encoder` model."""
+    # nn.Module's attribute lookup is typed ``Tensor | Module``; timm's features_only models set a FeatureInfo.
+    return cast("FeatureInfo", encoder.feature_info)
 
 
 def default_decoder_channels(encoder_channels: Sequence[int]) -> tuple[int, ...]:

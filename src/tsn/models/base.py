@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from tsn.tasks import TaskSpec, get_task
 
 __all__ = ["DensePredictionModel", "TaskArg"]
 
-TaskArg = Union[str, Sequence[str], None]
+TaskArg = str | Sequence[str] | None
 """One task name (returns a tensor), several (returns a dict keyed by task) or None (all tasks, a dict)."""
 
 
@@ -23,6 +23,9 @@ class DensePredictionModel(nn.Module):
     Subclasses implement ``predict_tasks(image, names) -> dict[name, raw output]``. Raw outputs have the task's
     channel count at the input's resolution; ``TaskSpec.postprocess`` turns them into predictions.
     """
+
+    encoder: nn.Module
+    """The image encoder (a timm backbone); every model sets it, training gives it its own learning rate."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels
+from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels, encoder_feature_info
 from tsn.models.base import DensePredictionModel
 from tsn.models.config import ModelConfig
 from tsn.models.layers import ConvBlock
@@ -16,7 +16,7 @@ __all__ = ["SingleTaskNet", "MultiHeadNet"]
 
 
 def _plain_decoder(config: ModelConfig, encoder: nn.Module) -> UNetDecoder:
-    encoder_channels = encoder.feature_info.channels()
+    encoder_channels = encoder_feature_info(encoder).channels()
     decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
     return UNetDecoder(encoder_channels, decoder_channels, partial(ConvBlock, norm=config.norm))
 
@@ -45,10 +45,11 @@ class MultiHeadNet(DensePredictionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = create_encoder(config.backbone, config.pretrained)
-        self.decoders = nn.ModuleDict({name: _plain_decoder(config, self.encoder) for name in self.task_specs})
+        decoders = {name: _plain_decoder(config, self.encoder) for name in self.task_specs}
+        self.decoders = nn.ModuleDict(decoders)
         self.heads = nn.ModuleDict(
             {
-                name: nn.Conv2d(self.decoders[name].out_channels, spec.channels, kernel_size=1)
+                name: nn.Conv2d(decoders[name].out_channels, spec.channels, kernel_size=1)
                 for name, spec in self.task_specs.items()
             }
         )

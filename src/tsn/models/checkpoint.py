@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -41,7 +42,9 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], model: DensePredictionModel, extra: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str],
+    model: DensePredictionModel | torch.nn.Module,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (and optional training state ``extra``) atomically; the suffix picks the encoding."""
     path = Path(path)

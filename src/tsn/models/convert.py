@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 
-from tsn.models.checkpoint import save_checkpoint
+from tsn.datasets import get_dataset
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, ModelConfig, build_model, model_config
-from tsn.tasks import DATASET_TASKS, get_task
+from tsn.models.checkpoint import save_checkpoint
+from tsn.tasks import get_task
 
 __all__ = ["convert_official_state_dict", "load_official_checkpoint", "convert_official_checkpoint"]
 
@@ -51,8 +52,8 @@ _TO_AUTHORS_BLOCK: tuple[tuple[str, str], ...] = (
 _WRAPPER_PREFIXES = ("module.", "model.")
 _NESTING_KEYS = ("model_state", "state_dict")  # the authors' wrapping first, then the common torch one
 
-_RESNET_DEPTHS = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
-_PASCAL_CHANNELS = DATASET_TASKS["pascal_context"]
+_RESNET_DEPTHS: dict[tuple[int, ...], str] = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
+_PASCAL_CHANNELS = get_dataset("pascal_context").tasks  # the authors released PASCAL-Context models only
 _SHOWN = 3  # names quoted in a message about missing / unexpected weights
 
 

@@ -17,11 +17,17 @@ Measured effect (float32, tests/perf): at most 1e-5 from the reference block on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeGuard, TypeVar, overload
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsn.models.base import DensePredictionModel
 from tsn.models.layers import AdaINConvBlock, modulate
+
+_Block = TypeVar("_Block", bound=AdaINConvBlock)
 
 __all__ = ["adain_leaky_relu", "FusedAdaINConvBlock", "fuse_adain_blocks", "unfuse_adain_blocks"]
 
@@ -74,9 +80,14 @@ def _statistics(x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, torch.Tensor
 class FusedAdaINConvBlock(AdaINConvBlock):
     """An :class:`AdaINConvBlock` (instance norm) computed by :func:`adain_leaky_relu`: same parameters, same keys.
 
-    Made from an existing block by :func:`fuse_adain_blocks`, which swaps the block's class as
-    ``torch.nn.utils.parametrize`` does, so the module keeps its parameters, hooks and place in the model.
+    Made from an existing block by :meth:`from_block` (or for a whole model by :func:`fuse_adain_blocks`): the
+    new block holds the very layers of the old one, so it shares its parameters and its state dict keys.
     """
+
+    @classmethod
+    def from_block(cls, block: AdaINConvBlock) -> FusedAdaINConvBlock:
+        """A fused block computing ``block``'s function with ``block``'s own layers (no parameter is copied)."""
+        return _with_layers_of(block, cls)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         if style is None:
@@ -86,25 +97,74 @@ class FusedAdaINConvBlock(AdaINConvBlock):
         return adain_leaky_relu(x, scale, shift, self.norm.eps, self.negative_slope)
 
 
-def _fusable(module: nn.Module) -> bool:
+def _with_layers_of(block: AdaINConvBlock, cls: type[_Block]) -> _Block:
+    """A new ``cls`` block holding ``block``'s layers (conv, norm, style), settings and train / eval mode.
+
+    ``AdaINConvBlock.__init__`` is skipped on purpose: it would create (and randomly initialise) new layers
+    only for them to be replaced. Hooks registered on ``block`` itself are not carried over.
+    """
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for name, layer in block.named_children():
+        new.register_module(name, layer)
+    new.negative_slope = block.negative_slope
+    return new.train(block.training)
+
+
+def _fusable(module: nn.Module) -> TypeGuard[AdaINConvBlock]:
     # Batch norm in training mode mixes samples and updates running statistics: only instance norm folds.
     return type(module) is AdaINConvBlock and isinstance(module.norm, nn.InstanceNorm2d)
 
 
-def fuse_adain_blocks(model: nn.Module) -> int:
-    """Swap every instance-norm :class:`AdaINConvBlock` of ``model`` for the fused one, in place; returns the count.
+def _is_fused(module: nn.Module) -> TypeGuard[FusedAdaINConvBlock]:
+    return type(module) is FusedAdaINConvBlock
 
-    The state dict (keys and values) is unchanged, so checkpoints load either way.
+
+def _replace_blocks(model: nn.Module, wanted: Callable[[nn.Module], TypeGuard[_Block]],
+                    replace: Callable[[_Block], nn.Module]) -> nn.Module:
+    """``model`` with every ``wanted`` submodule replaced by ``replace(submodule)``, set through its parent.
+
+    A block shared by several parents becomes one replacement shared the same way. Returns the replacement
+    itself when ``model`` is such a block (a module has no parent to replace it in).
     """
-    blocks = [m for m in model.modules() if _fusable(m)]
-    for block in blocks:
-        block.__class__ = FusedAdaINConvBlock
-    return len(blocks)
+    if wanted(model):
+        return replace(model)
+    replaced: dict[int, nn.Module] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if wanted(child):
+                if id(child) not in replaced:
+                    replaced[id(child)] = replace(child)
+                parent.register_module(name, replaced[id(child)])
+    return model
 
 
-def unfuse_adain_blocks(model: nn.Module) -> int:
-    """Undo :func:`fuse_adain_blocks`; returns the number of blocks restored."""
-    blocks = [m for m in model.modules() if type(m) is FusedAdaINConvBlock]
-    for block in blocks:
-        block.__class__ = AdaINConvBlock
-    return len(blocks)
+@overload
+def fuse_adain_blocks(model: DensePredictionModel) -> DensePredictionModel: ...
+
+
+@overload
+def fuse_adain_blocks(model: nn.Module) -> nn.Module: ...
+
+
+def fuse_adain_blocks(model: nn.Module) -> nn.Module:
+    """``model`` with every instance-norm :class:`AdaINConvBlock` replaced by a :class:`FusedAdaINConvBlock`.
+
+    The blocks are replaced in their parent modules (``model`` is changed and returned; when ``model`` is itself
+    such a block, the new fused block is returned). The state dict (keys and values) is unchanged, so checkpoints
+    load either way. Batch-norm blocks stay as they are.
+    """
+    return _replace_blocks(model, _fusable, FusedAdaINConvBlock.from_block)
+
+
+@overload
+def unfuse_adain_blocks(model: DensePredictionModel) -> DensePredictionModel: ...
+
+
+@overload
+def unfuse_adain_blocks(model: nn.Module) -> nn.Module: ...
+
+
+def unfuse_adain_blocks(model: nn.Module) -> nn.Module:
+    """Undo :func:`fuse_adain_blocks`: ``model`` with every fused block replaced by a reference block again."""
+    return _replace_blocks(model, _is_fused, lambda block: _with_layers_of(block, AdaINConvBlock))

@@ -60,7 +60,7 @@ class EqualLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-def _plain_norm(norm: NormType, channels: int, affine: bool) -> nn.Module:
+def _plain_norm(norm: NormType, channels: int, affine: bool) -> nn.InstanceNorm2d | nn.BatchNorm2d:
     if norm == "instance":
         # Statistics of the current sample, also at test time (no running stats), as the authors.
         return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)

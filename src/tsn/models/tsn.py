@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels
+from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels, encoder_feature_info
 from tsn.models.base import DensePredictionModel
 from tsn.models.config import ModelConfig
 from tsn.models.layers import AdaINConvBlock, EqualLinear, PixelNorm, pool_channels
@@ -38,7 +38,7 @@ class TaskEmbeddingNet(nn.Module):
         return blocks.repeat_interleave(self.n_ones, dim=1)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.task_code(index).to(self.layers[1].weight_orig))
+        return self.layers(self.task_code(index).to(self.layers.get_parameter("1.weight_orig")))
 
 
 class TaskSwitchingNet(DensePredictionModel):
@@ -58,7 +58,7 @@ class TaskSwitchingNet(DensePredictionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = create_encoder(config.backbone, config.pretrained)
-        encoder_channels = self.encoder.feature_info.channels()
+        encoder_channels = encoder_feature_info(self.encoder).channels()
         decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
         self.task_embedding = TaskEmbeddingNet(len(self.task_specs), config.n_ones, config.n_fc, config.latent_dim)
         block = partial(AdaINConvBlock, latent_dim=config.latent_dim, norm=config.norm)
@@ -88,7 +88,7 @@ class TaskSwitchingNet(DensePredictionModel):
             # Task-major (sample t * batch + n); the lateral blocks broadcast it over the unrepeated features.
             style = self.embed(group).repeat_interleave(batch, dim=0)
             raw = self.decode(features, style, size)
-            for name, chunk in zip(group, raw.split(batch, dim=0)):
+            for name, chunk in zip(group, raw.split(batch, dim=0), strict=True):
                 outputs[name] = pool_channels(chunk, self.task_specs[name].channels)
         return outputs
 

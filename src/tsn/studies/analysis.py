@@ -25,8 +25,8 @@ import torch
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist, squareform
 
-from tsn.inference.predict import save_figure
 from tsn.errors import TsnError
+from tsn.inference.predict import save_figure
 from tsn.models.base import DensePredictionModel
 from tsn.models.layers import AdaINConvBlock
 from tsn.models.tsn import TaskSwitchingNet
@@ -90,6 +90,12 @@ class TaskAnalysis:
     @property
     def mean_shift_cosine(self) -> np.ndarray:
         return np.mean([layer.shift_cosine for layer in self.layers], axis=0)
+
+    def most_similar_pair(self) -> tuple[str, str, float]:
+        """The two different tasks whose embeddings are the most similar, and their cosine similarity."""
+        cosine = np.where(np.eye(len(self.tasks), dtype=bool), -np.inf, self.embedding_cosine)
+        first, second = np.unravel_index(np.argmax(cosine), cosine.shape)
+        return self.tasks[first], self.tasks[second], float(cosine[first, second])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready content of ``analysis.json``."""
@@ -175,7 +181,7 @@ def plot_similarity(analysis: TaskAnalysis) -> Figure:
         (analysis.mean_scale_cosine, f"AdaIN scale (mean of {len(analysis.layers)} layers)"),
         (analysis.mean_shift_cosine, f"AdaIN shift (mean of {len(analysis.layers)} layers)"),
     )
-    for axes, (matrix, title) in zip(figure.subplots(1, 3), panels):
+    for axes, (matrix, title) in zip(figure.subplots(1, 3), panels, strict=True):
         _heatmap(axes, matrix, analysis.tasks, title)
     figure.suptitle("Cosine similarity between tasks")
     return figure

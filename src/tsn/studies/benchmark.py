@@ -4,15 +4,19 @@ Inference, for every size and batch (``model`` = the paper's TSN, random weights
 
 * ``authors``: the authors' way, the whole network once per task, eager float32;
 * ``all_tasks``: :meth:`TaskSwitchingNet.predict_tasks`, eager float32 (encoder once, decoder batched);
-* ``all_tasks_fp32_fast``: the same with the fastest float32 options (channels_last, fused, memory reuse);
+* ``all_tasks_fp32_fast``: the same with the fastest float32 options (channels_last, fused);
 * ``fastest``: :func:`tsn.inference.speed.fastest_options` (adds bfloat16 where the hardware has it);
 * ``onnxruntime``: the ``tsn export`` file on onnxruntime's CPU provider, one task per run (CPU only; first
   batch size only).
 
-Training: one optimizer step of the paper's recipe (Adam, encoder lr 1e-6, paper losses and weights) on random
-images and labels: ``naive`` is the authors' loop (one task per step, eager float32), ``all_tasks_fast`` the
-all-task schedule (every task of a batch in one step) with the training speed options. Throughput counts
-*task-samples* (an image with one task's label), the unit in which both schedules consume an epoch.
+With ``--tune-allocator`` (:attr:`BenchmarkSettings.tune_allocator`), the fast configurations' worker processes
+also run :func:`tsn.inference.speed.tune_glibc_allocator` (CPU only); the other configurations never do.
+
+Training: one optimizer step of the preset's training recipe (:func:`tsn.training.load_config`: the paper's Adam
+with encoder lr 1e-6, its losses and weights) on random images and labels: ``naive`` is the authors' loop (one
+task per step, eager float32), ``all_tasks_fast`` the all-task schedule (every task of a batch in one step) with
+the training speed options. Throughput counts *task-samples* (an image with one task's label), the unit in which
+both schedules consume an epoch.
 
 Every configuration runs in a fresh worker process (a fork server), so its peak memory is its own: the growth of
 the resident set (``ru_maxrss``) over the model's baseline on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
@@ -43,10 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from tsn.utils.io import atomic_torch_save, atomic_write_json
 
@@ -102,9 +107,11 @@ class BenchmarkSettings:
     compile: bool = True
     onnx: bool = True
     quick: bool = False
+    tune_allocator: bool = False
+    """Fast configurations only, CPU only: glibc keeps freed memory in their worker processes."""
 
     @classmethod
-    def quick_settings(cls, **overrides: Any) -> "BenchmarkSettings":
+    def quick_settings(cls, **overrides: Any) -> BenchmarkSettings:
         """Tiny images, one repeat, no compilation: a smoke run of the whole benchmark in well under a minute."""
         values: dict[str, Any] = dict(sizes=(64,), batches=(1, 2), repeats=1, train_size=64, train_repeats=1,
                                       compile=False, quick=True)
@@ -241,7 +248,8 @@ def measured_peaks(device: str, *, matmul_n: int | None = None, conv_size: int |
 
 def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
     """``/proc/cpuinfo`` as one ``{field: value}`` dict per logical processor."""
-    blocks, block = [], {}
+    blocks: list[dict[str, str]] = []
+    block: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             if block:
@@ -384,7 +392,7 @@ def cap_peaks(peaks: dict[str, dict[str, Any]], entries: Iterable[dict[str, Any]
     return notes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def count_gflop(preset: str, size: int, batch: int, tasks: str, *, backward: bool = False) -> float:
     """Convolution and matmul GFLOP of one pass of ``preset`` on a ``batch x 3 x size x size`` input.
 
@@ -516,6 +524,15 @@ def _inference_options(config: str, settings: BenchmarkSettings) -> Any:
     return dataclasses.replace(options, compile=options.compile and settings.compile)
 
 
+def _tune_allocator_if_asked(settings: BenchmarkSettings, fast: bool) -> str:
+    """Tune this worker process's allocator where the settings ask for it; the suffix of the options' text."""
+    from tsn.inference.speed import tune_glibc_allocator
+
+    if not (fast and settings.tune_allocator and settings.device == "cpu"):
+        return ""
+    return ",tuned_allocator" if tune_glibc_allocator() else ""
+
+
 def _inference_worker(job: _Job) -> dict[str, Any]:
     import torch
 
@@ -524,6 +541,7 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
     settings, device = job.settings, job.settings.device
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    allocator = _tune_allocator_if_asked(settings, job.config in ("fastest", "all_tasks_fp32_fast"))
     model = _build(settings).eval()
     names = list(model.tasks)
     image = _image(job.batch, job.size, device)
@@ -531,7 +549,7 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
     if job.config == "onnxruntime":
         run, warmup = _onnx_runner(job, image, names)
     else:
-        optimize(model, options)
+        model = optimize(model, options)
         image = prepare(image, options)
 
         def call(tasks: list[str]) -> dict[str, Any]:
@@ -547,7 +565,7 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
     memory = _Memory(device)
     times = _timings(run, warmup, settings, settings.repeats)
     result: dict[str, Any] = {"times": [round(t, 4) for t in times], "peak_memory_mb": memory.peak_mb(),
-                              "options": "onnxruntime" if job.config == "onnxruntime" else str(options)}
+                              "options": "onnxruntime" if job.config == "onnxruntime" else str(options) + allocator}
     if job.save_outputs:
         outputs = run()
         atomic_torch_save({k: torch.as_tensor(v).float().cpu() for k, v in outputs.items()}, job.save_outputs)
@@ -579,29 +597,24 @@ def _random_labels(specs: Mapping[str, Any], batch: int, size: int, device: str)
     import torch
 
     generator = torch.Generator().manual_seed(1)
-    labels = {}
-    for name, spec in specs.items():
-        if spec.output == "classes":
-            label = torch.randint(0, spec.channels, (batch, 1, size, size), generator=generator).float()
-        elif spec.output == "unit_vector":
-            label = torch.nn.functional.normalize(torch.randn(batch, 3, size, size, generator=generator), dim=1)
-        elif spec.output == "binary":
-            label = (torch.rand(batch, 1, size, size, generator=generator) > 0.8).float()
-        else:
-            label = 0.5 + 4 * torch.rand(batch, 1, size, size, generator=generator)
-        labels[name] = label.to(device)
-    return labels
+    return {
+        name: spec.kind.random_label(spec.channels, batch, size, generator).to(device) for name, spec in specs.items()
+    }
 
 
 def _training_worker(job: _Job) -> dict[str, Any]:
     import torch
 
-    from tsn.training.losses import loss_weights, multitask_loss
     from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
+    from tsn.training import load_config
+    from tsn.training.losses import loss_weights, multitask_loss
+    from tsn.training.trainer import build_optimizer
 
     settings, device = job.settings, job.settings.device
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    allocator = _tune_allocator_if_asked(settings, job.config == "all_tasks_fast")
+    recipe = load_config(settings.preset)  # the one copy of the preset's optimizer, learning rates, loss weights
     model = _build(settings).train()
     if job.config == "naive":
         options = SpeedOptions()
@@ -609,14 +622,12 @@ def _training_worker(job: _Job) -> dict[str, Any]:
         fastest = fastest_options(device)
         compile_ = fastest.compile and settings.compile and device.startswith("cuda")
         options = dataclasses.replace(fastest, compile=compile_)
-    optimize(model, options, inference=False)
-    encoder = list(model.encoder.parameters())
-    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    optimizer = torch.optim.Adam([{"params": encoder, "lr": 1e-6}, {"params": rest, "lr": 1e-4}])
+    model = optimize(model, options, inference=False)
+    optimizer = build_optimizer(model, recipe)
     image = prepare(_image(job.batch, job.size, device), options)
     specs = model.task_specs
     labels = _random_labels(specs, job.batch, job.size, device)
-    weights = loss_weights(specs)
+    weights = loss_weights(specs, recipe.loss_weights)
     names = list(specs)
 
     def step(tasks: list[str]) -> None:
@@ -627,9 +638,13 @@ def _training_worker(job: _Job) -> dict[str, Any]:
         loss.backward()
         optimizer.step()
 
+    def step_per_task() -> None:
+        for task in names:
+            step([task])
+
     if job.config == "naive":  # one step per task in turn, as the authors' loop
         steps = len(names)
-        run, warmup = (lambda: [step([t]) for t in names]), functools.partial(step, names[:1])
+        run, warmup = step_per_task, functools.partial(step, names[:1])
     else:
         steps = 1
         run = warmup = functools.partial(step, names)
@@ -638,7 +653,7 @@ def _training_worker(job: _Job) -> dict[str, Any]:
     task_samples = job.batch * len(names)  # per call of run: every task once, for each image of the batch
     return {
         "times": [round(t, 4) for t in times],
-        "options": str(options),
+        "options": str(options) + allocator,
         "steps_per_call": steps,
         "task_samples_per_s": round(task_samples / statistics.median(times), 3),
         "images_per_s": round(job.batch * steps / statistics.median(times), 3),
@@ -657,20 +672,13 @@ def _worker(job: _Job) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- accuracy
 def _accuracy(reference: Mapping[str, Any], outputs: Mapping[str, Any], specs: Mapping[str, Any]) -> dict:
     """Per task: largest absolute difference, and the fraction of pixels whose decision is unchanged
-    (class argmax, binary threshold) or the mean and largest angle between normal vectors, in degrees."""
-    import torch
-
+    (class argmax, binary threshold) or the mean and largest angle between normal vectors, in degrees: what
+    the output kind measures (:meth:`tsn.kinds.OutputKind.agreement`)."""
     report = {}
     for name, ref in reference.items():
         out, spec = outputs[name], specs[name]
         entry: dict[str, float] = {"max_abs": float((out - ref).abs().max()), "ref_max_abs": float(ref.abs().max())}
-        if spec.output in ("classes", "binary"):
-            decision = spec.postprocess if spec.output == "classes" else (lambda r: r > 0)
-            entry["agreement"] = float((decision(out) == decision(ref)).float().mean())
-        elif spec.output == "unit_vector":
-            cosine = (spec.postprocess(out) * spec.postprocess(ref)).sum(dim=1).clamp(-1, 1)
-            angle = torch.rad2deg(torch.arccos(cosine))
-            entry["mean_angle_deg"], entry["max_angle_deg"] = float(angle.mean()), float(angle.max())
+        entry.update(spec.kind.agreement(out, ref))
         report[name] = {k: float(f"{v:.3g}") for k, v in entry.items()}
     return report
 
@@ -680,11 +688,12 @@ def _pool(settings: BenchmarkSettings) -> Any:
     """A process pool that starts every worker clean; the fork server imports torch and tsn only once."""
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["torch", "timm", "tsn.studies.benchmark", "tsn.models", "tsn.inference.speed", "tsn.training.losses"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return context.Pool(processes=1, maxtasksperchild=1)
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(
+            ["torch", "timm", "tsn.studies.benchmark", "tsn.models", "tsn.inference.speed", "tsn.training"]
+        )
+        return forkserver.Pool(processes=1, maxtasksperchild=1)
+    return multiprocessing.get_context("spawn").Pool(processes=1, maxtasksperchild=1)
 
 
 def _inference_jobs(settings: BenchmarkSettings, tmp: Path, onnx_path: str | None,
@@ -705,7 +714,7 @@ def _inference_jobs(settings: BenchmarkSettings, tmp: Path, onnx_path: str | Non
 
 def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure everything :mod:`tsn.studies.benchmark` describes, print the table, write the JSON; returns the results."""
+    """Measure all that :mod:`tsn.studies.benchmark` describes, print the table, write the JSON; returns the results."""
     import torch
 
     if settings.threads:

@@ -11,13 +11,14 @@ the multi-head network and of the TSN against the single-task networks (the pape
 
 Recipes (``budget``):
 
-* real datasets (``pascal_context``, ``nyud``): the packaged presets ``<dataset>-tsn-r18``,
-  ``<dataset>-multihead-r18`` and ``<dataset>-single-<task>`` (the paper's recipe: ImageNet ResNet-18, 512 x 512,
+* real datasets (``pascal_context``, ``nyud``): the packaged presets ``tsn_r18_<dataset>``,
+  ``multihead_r18_<dataset>`` and ``single_r18_<dataset>.<task>`` (the paper's recipe: ImageNet ResNet-18, 512 x 512,
   Adam 1e-4 / 1e-6, 300 epochs); ``quick`` trains 5 epochs instead, a pipeline check far from the paper's numbers.
   Scored on ``val``, as the paper.
-* ``synthetic``: the ``synthetic-tsn`` preset of ``tsn demo`` (ResNet-10-T from scratch, 64 x 64 scenes, all tasks
-  per batch; ``full`` trains 4 epochs of 2,000 scenes, one more than the demo) for all three kinds of model, the baselines switched by their model preset
-  (:data:`SYNTHETIC_MODELS`); ``quick`` trains one epoch of 512 scenes. The checkpoints are chosen on ``val`` and
+* ``synthetic``: the ``tsn_r10t_synthetic`` preset of ``tsn demo`` (ResNet-10-T from scratch, 64 x 64 scenes, all tasks
+  per batch; ``full`` trains 4 epochs of 2,000 scenes, one more than the demo) and its derived baselines
+  ``multihead_r10t_synthetic`` and ``single_r10t_synthetic.<task>`` (:data:`PRESET_FAMILIES`); ``quick`` trains
+  one epoch of 512 scenes. The checkpoints are chosen on ``val`` and
   scored on the separate ``test`` split.
 
 ``overrides`` (``--set key=value``, the trainer's syntax) apply to every run after the budget, e.g. to shrink a run
@@ -30,19 +31,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
+from tsn.datasets import canonical_dataset_name, dataset_tasks, get_dataset
 from tsn.errors import TsnError
-from tsn.tasks import TaskSpec, dataset_tasks
+from tsn.tasks import TaskSpec
 
 __all__ = [
     "TABLE_FORMAT",
     "BUDGETS",
-    "REAL_PRESETS",
-    "SYNTHETIC_MODELS",
+    "PRESET_FAMILIES",
     "EVALUATION_SPLITS",
     "PlannedRun",
     "plan_runs",
@@ -62,21 +64,18 @@ BUDGETS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "synthetic": {"full": ("epochs=4",), "quick": ("epochs=1", "data.train_options.length=512")},
     "pascal_context": {"full": (), "quick": ("epochs=5",)},
     "nyud": {"full": (), "quick": ("epochs=5",)},
+    "nyuv2_13": {"full": (), "quick": ("epochs=5",)},
+    "cityscapes_7": {"full": (), "quick": ("epochs=5",)},
 }
 """Per dataset and budget: the ``--set`` overrides applied to every run's preset."""
 
-REAL_PRESETS: Mapping[str, str] = {"pascal_context": "pascal", "nyud": "nyud"}
-"""Prefix of the packaged presets of each real dataset (``pascal-tsn-r18``, ``pascal-single-semseg``...)."""
-
-SYNTHETIC_PRESET = "synthetic-tsn"
-SYNTHETIC_MODELS: Mapping[str, str] = {
-    "single_task": "single_task_r18_synthetic",
-    "multi_head": "multi_head_r18_synthetic",
-    "tsn": "tsn_r18_synthetic",
+PRESET_FAMILIES: Mapping[str, str] = {
+    name: family for name in BUDGETS if (family := get_dataset(name).preset_family) is not None
 }
-"""Model preset of each kind of run on the synthetic scenes; encoder and decoder widths stay the preset's."""
+"""The ``<backbone>_<dataset>`` part of the presets each dataset's runs train: ``single_<family>.<task>``,
+``multihead_<family>`` and ``tsn_<family>`` (:func:`tsn.training.list_presets`)."""
 
-EVALUATION_SPLITS: Mapping[str, str] = {"synthetic": "test", "pascal_context": "val", "nyud": "val"}
+EVALUATION_SPLITS: Mapping[str, str] = {name: get_dataset(name).evaluation.split for name in BUDGETS}
 """The split each dataset's table is scored on (the paper reports PASCAL-Context val)."""
 
 _ROW_LABELS = {"single_task": "Single task", "multi_head": "Multi-head", "tsn": "TSN"}
@@ -96,7 +95,7 @@ class PlannedRun:
 
 
 def _dataset_key(dataset: str) -> str:
-    key = dataset.strip().lower().replace("-", "_")
+    key = canonical_dataset_name(dataset)
     if key not in BUDGETS:
         raise TsnError(f"unknown dataset {dataset!r}; tsn reproduce runs on: {', '.join(BUDGETS)}")
     return key
@@ -107,16 +106,9 @@ def _sources(dataset: str, specs: Sequence[TaskSpec]) -> list[tuple[str, str, st
     multi-head baseline, then the TSN."""
     runs = [(f"single_task-{spec.name}", "single_task", spec.name) for spec in specs]
     runs += [("multi_head", "multi_head", ""), ("tsn", "tsn", "")]
-    if dataset in REAL_PRESETS:
-        prefix = REAL_PRESETS[dataset]
-        names = {"single_task": f"{prefix}-single-{{}}", "multi_head": f"{prefix}-multihead-r18",
-                 "tsn": f"{prefix}-tsn-r18"}
-        return [(key, kind, names[kind].format(task), ()) for key, kind, task in runs]
-    sources = []
-    for key, kind, task in runs:
-        model = [f"model.preset={SYNTHETIC_MODELS[kind]}"] + ([f"model.tasks=[{task}]"] if task else [])
-        sources.append((key, kind, SYNTHETIC_PRESET, (*model, f"name=reproduce-synthetic-{key}")))
-    return sources
+    family = PRESET_FAMILIES[dataset]
+    names = {"single_task": f"single_{family}.{{}}", "multi_head": f"multihead_{family}", "tsn": f"tsn_{family}"}
+    return [(key, kind, names[kind].format(task), ()) for key, kind, task in runs]
 
 
 def plan_runs(
@@ -403,7 +395,7 @@ def _prepare_data(config: Any, split: str) -> None:
 
     d = config.data
     # Real datasets: the folder and split lists are what is checked here (the file scan is each run's).
-    extra = {} if d.dataset == "synthetic" else {"check_files": False}
+    extra: dict[str, Any] = {} if get_dataset(d.dataset).generated else {"check_files": False}
     tasks = list(config.model.tasks[:1])
     for name, options in ((d.train_split, d.train_options), (d.val_split, d.val_options), (split, d.val_options)):
         build_dataset(d.dataset, name, tasks=tasks, root=d.root, **extra, **{**d.options, **options})
@@ -413,7 +405,8 @@ def _check_device(config: Any, budget: str) -> None:
     """Refuse the paper's full recipe on a real dataset without a GPU (300 epochs at 512 px: weeks on a CPU)."""
     from tsn.utils.device import resolve_device
 
-    if config.data.dataset != "synthetic" and budget == "full" and resolve_device(config.device).type != "cuda":
+    generated = get_dataset(config.data.dataset).generated
+    if not generated and budget == "full" and resolve_device(config.device).type != "cuda":
         raise TsnError(
             f"the paper's recipe on {config.data.dataset} needs a CUDA GPU; run it on a GPU machine, try "
             "--budget quick, or use --dataset synthetic on a CPU"

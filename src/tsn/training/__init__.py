@@ -3,7 +3,7 @@
 ```python
 from tsn.training import load_config, train
 
-config = load_config("synthetic-tsn", ["optim.lr=0.002"])   # a preset name or a YAML path, plus --set overrides
+config = load_config("tsn_r10t_synthetic", ["optim.lr=0.002"]) # a preset name or a YAML path, plus --set overrides
 result = train(config, "runs/my-run")                       # -> RunResult(status, best, checkpoint, ...)
 result = train(None, "runs/my-run", resume=True)            # continue an interrupted run exactly
 ```
@@ -21,9 +21,9 @@ from tsn.training.config import (
     list_presets,
     load_config,
 )
-from tsn.training.validation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate
 from tsn.training.schedules import Step, epoch_plan
 from tsn.training.trainer import RunResult, resume_config, train
+from tsn.training.validation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate
 
 __all__ = [
     "SCHEDULES",

@@ -22,16 +22,17 @@ import errno
 import os
 import random
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from tsn.models.checkpoint import read_checkpoint, save_checkpoint
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel
+from tsn.models.checkpoint import read_checkpoint, save_checkpoint
 from tsn.utils.io import remove_stale_temp_files
 
 __all__ = [
@@ -66,7 +67,7 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainState":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
         return cls(**dict(data))
 
 
@@ -114,7 +115,7 @@ class RunPaths:
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch (CPU and CUDA) RNG states as tensors and plain values (``weights_only``-safe)."""
     version, internal, gauss = random.getstate()
-    numpy_state = np.random.get_state(legacy=False)
+    numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 (the global RNG that libraries draw from)
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {
@@ -135,7 +136,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     python = state["python"]
     random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
     numpy = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002 (restores the global RNG captured above)
         {
             "bit_generator": "MT19937",
             "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},

@@ -2,10 +2,13 @@
 
 A config is a YAML mapping whose sections mirror :class:`TrainConfig`. ``base: NAME_OR_PATH`` inherits another
 config (deep-merged, the child wins). ``model`` takes any :class:`~tsn.models.ModelConfig` field plus ``preset``
-(a name of :data:`tsn.models.MODEL_PRESETS`) to start from. Every value is checked against its field's type when
-the config is built, so ``--set optim.lr=fast`` or ``--set data.sizee=64`` fail with one line naming the key.
-Packaged presets live in ``tsn/configs/*.yaml``; :func:`list_presets` names them. :meth:`TrainConfig.to_dict`
-gives the fully resolved config, the one written to every run directory.
+(a model preset name, :func:`tsn.models.list_models`) to start from. Every value is checked against its field's
+type when the config is built, so ``--set optim.lr=fast`` or ``--set data.sizee=64`` fail with one line naming the
+key. A training preset has the name of the model preset it trains (``tsn_r18_pascal``, ``multihead_r18_pascal``,
+``single_r18_pascal.normals``; see :mod:`tsn.models.registry`): each TSN recipe is a file ``tsn/configs/*.yaml``,
+its baselines are derived from it by a rule (:func:`_derived_recipe`), and :func:`list_presets` names them all.
+Names of the earlier scheme (``pascal-tsn-r18``, ``pascal-single-normals``...) still work, with a one-line note.
+:meth:`TrainConfig.to_dict` gives the fully resolved config, the one written to every run directory.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import collections.abc
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -32,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "SCHEDULES",
     "list_presets",
+    "RENAMED_PRESETS",
     "load_config_dict",
     "apply_overrides",
     "config_from_dict",
@@ -49,7 +54,8 @@ class DataConfig:
     """Which data, at which resolution, with which augmentation."""
 
     dataset: str = "pascal_context"
-    """``synthetic``, ``pascal_context`` or ``nyud`` (:func:`tsn.data.build_dataset`)."""
+    """A dataset of the registry (:func:`tsn.datasets.list_datasets`: ``synthetic``, ``pascal_context``, ``nyud``,
+    ``nyuv2_13``, ``cityscapes_7``...), built by :func:`tsn.data.build_dataset`."""
     root: str | None = None
     """Data root of the real datasets (default ``$TSN_DATA_ROOT``, then ``~/.cache/tsn/data``)."""
     train_split: str = "train"
@@ -75,6 +81,12 @@ class DataConfig:
         if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
             raise TsnError(f"config data.size must be one or two positive integers, got {self.size!r}")
         object.__setattr__(self, "size", size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """:attr:`size` as ``(H, W)`` (the type of ``size`` also admits the one integer a config may give)."""
+        size = self.size
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
 @dataclass(frozen=True)
@@ -199,21 +211,22 @@ _FRACTIONS = {
 """Values in the unit interval: key -> (0 allowed, 1 allowed)."""
 
 
-def _field(config: "TrainConfig", key: str) -> Any:
+def _field(config: TrainConfig, key: str) -> Any:
     value: Any = config
     for part in key.split("."):
         value = getattr(value, part)
     return value
 
 
-def validate_config(config: "TrainConfig") -> None:
+def validate_config(config: TrainConfig) -> None:
     """Check the range of every value of a training config, and that the data options exist, in one place.
 
     Types are checked while the config is built (:func:`config_from_dict`); this checks what the types cannot say
     (a zero learning rate, a negative worker count, an option the dataset does not take), so that a bad config is
     refused before a run folder is created or any data is read. Every message names the key and how to set it.
     """
-    from tsn.data import DATASETS, check_dataset_options
+    from tsn.data import check_dataset_options
+    from tsn.datasets import canonical_dataset_name
     from tsn.utils.checks import require_fraction, require_int, require_non_negative, require_positive
 
     def check(require: Any, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
@@ -247,8 +260,10 @@ def validate_config(config: "TrainConfig") -> None:
         except (RuntimeError, TypeError):
             raise TsnError(f"config device: {config.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     d = config.data
-    if d.dataset not in DATASETS:
-        raise TsnError(f"config data.dataset: unknown dataset {d.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    try:
+        canonical_dataset_name(d.dataset)
+    except TsnError as error:
+        raise TsnError(f"config data.dataset: {error}") from None
     for section in ("options", "train_options", "val_options"):
         check_dataset_options(d.dataset, getattr(d, section), where=f"config data.{section}:")
 
@@ -256,23 +271,116 @@ def validate_config(config: "TrainConfig") -> None:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def list_presets() -> list[str]:
-    """Names of the packaged configs (``tsn/configs/*.yaml``), usable as ``--config NAME``."""
+RENAMED_PRESETS: dict[str, str] = {
+    **{f"{old}-tsn-r18": f"tsn_r18_{old}" for old in ("pascal", "nyud")},
+    **{f"{old}-multihead-r18": f"multihead_r18_{old}" for old in ("pascal", "nyud")},
+    "synthetic-tsn": "tsn_r10t_synthetic",
+    "synthetic-multihead": "multihead_r10t_synthetic",
+}
+"""Training preset names before the one naming scheme -> today's; they still work and print a note."""
+_RENAMED_SINGLE_PREFIXES = {"pascal-single-": "single_r18_pascal.", "nyud-single-": "single_r18_nyud.",
+                            "synthetic-single-": "single_r10t_synthetic."}
+"""``pascal-single-<task>`` -> ``single_r18_pascal.<task>`` and so on."""
+
+
+def _packaged() -> list[str]:
+    """Names of the recipe files ``tsn/configs/*.yaml``."""
     folder = resources.files("tsn") / "configs"
     return sorted(item.name[: -len(".yaml")] for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
+def _derived_recipe(name: str, packaged: Sequence[str]) -> dict[str, Any] | None:
+    """The raw mapping of a baseline recipe derived from its TSN's recipe file, or None if ``name`` is not one.
+
+    ``multihead_<family>``: the recipe of ``tsn_<family>`` with the multi-head model, every batch training all tasks
+    with one weighted loss (the usual way to train this baseline). ``single_<family>.<task>``: the same recipe with
+    the single-task network of ``task``, validated with its metric when the TSN's recipe validates that task's
+    metric (the edge benchmark is left to ``tsn evaluate`` in both). A recipe file of the same name wins.
+    """
+    from tsn.models.registry import MODEL_PRESETS, split_task
+
+    preset, task = split_task(name)
+    arch, _, family = preset.partition("_")
+    base = f"tsn_{family}"
+    if arch not in ("multihead", "single") or base not in packaged or preset not in MODEL_PRESETS:
+        return None
+    if arch == "multihead" and task is None:
+        return {"base": base, "name": name, "model": {"preset": preset}, "schedule": "all_tasks"}
+    if arch != "single" or task is None:
+        return None
+    base_data = load_config_dict(base)
+    metrics = base_data.get("validation", {}).get("metrics", True)
+    validate = metrics is True or (isinstance(metrics, list) and task in metrics)
+    # The task is checked against the family's tasks when the model config is built (one-line error).
+    return {"base": base, "name": name, "model": {"preset": preset, "tasks": [task]},
+            "validation": {"metrics": validate}}
+
+
+def list_presets() -> list[str]:
+    """Every training preset, usable as ``--config NAME``: the recipe files (``tsn/configs/*.yaml``) and the
+    baselines derived from each TSN recipe (``multihead_<family>``, ``single_<family>.<task>``)."""
+    from tsn.models.registry import MODEL_PRESETS, list_models
+
+    packaged = _packaged()
+    names = set(packaged)
+    for recipe in packaged:
+        family = recipe.removeprefix("tsn_")
+        if recipe.startswith("tsn_") and f"single_{family}" in MODEL_PRESETS:
+            names.add(f"multihead_{family}")
+            own_tasks = load_config_dict(recipe).get("model", {}).get("tasks")  # a recipe may train fewer tasks
+            singles = list_models(f"single_{family}.*")
+            names.update(name for name in singles if own_tasks is None or name.partition(".")[2] in own_tasks)
+    return sorted(names)
+
+
+def _canonical_preset(source: str) -> str | None:
+    """``source`` as today's preset name if it names a preset (old names with a note), else None (a path)."""
+    from tsn.models.registry import MODEL_PRESETS, announce_rename, list_models, split_task
+
+    new = RENAMED_PRESETS.get(source)
+    for old_prefix, new_prefix in _RENAMED_SINGLE_PREFIXES.items():
+        if source.startswith(old_prefix) and source.removeprefix(old_prefix).isidentifier():  # not a file name
+            new = new_prefix + source.removeprefix(old_prefix)
+    if new is not None:
+        announce_rename("training preset", source, new)
+        return new
+    packaged = _packaged()
+    preset, task = split_task(source)
+    family_recipe = f"tsn_{preset.partition('_')[2]}"
+    baseline = (task is None and preset.startswith("multihead_") and preset in MODEL_PRESETS) or (
+        preset.startswith("single_") and source in list_models()
+    )
+    return source if source in packaged or (baseline and family_recipe in packaged) else None
+
+
+def _preset_list_text() -> str:
+    """The presets for an error message, each family's single-task ones folded into ``single_<family>.TASK``."""
+    shown = {name.split(".")[0] + (".TASK" if "." in name else "") for name in list_presets()}
+    return ", ".join(sorted(shown))
+
+
 def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
     """A preset name or a YAML path -> (mapping, the file's folder for relative ``base`` paths)."""
+    from tsn.models.registry import MODEL_PRESETS, split_task
+
     text_source = str(source)
-    if text_source in list_presets():
-        text = (resources.files("tsn") / "configs" / f"{text_source}.yaml").read_text()
-        where, folder = f"preset {text_source!r}", None
+    preset = _canonical_preset(text_source)
+    if preset is not None and preset not in _packaged():
+        derived = _derived_recipe(preset, _packaged())
+        if derived is None:
+            raise TsnError(f"config {text_source!r} is not a preset; presets: {_preset_list_text()}")
+        return derived, None
+    if preset is not None:
+        text = (resources.files("tsn") / "configs" / f"{preset}.yaml").read_text()
+        where, folder = f"preset {preset!r}", None
     else:
         path = Path(text_source).expanduser()
+        preset_part, task = split_task(text_source)
+        if not path.is_file() and task is not None and preset_part in MODEL_PRESETS:
+            model_config(text_source)  # a preset name with a task it does not have: its one-line reason
         if not path.is_file():
             raise TsnError(
-                f"config {text_source!r} is neither a preset nor a YAML file; presets: {', '.join(list_presets())}"
+                f"config {text_source!r} is neither a preset nor a YAML file; presets: {_preset_list_text()}"
             )
         text, where, folder = path.read_text(), str(path), path.resolve().parent
     try:
@@ -291,7 +399,7 @@ def load_config_dict(source: str | Path, _seen: tuple[str, ...] = ()) -> dict[st
     if base is None:
         return data
     base = str(base)
-    if base not in list_presets() and folder is not None and not Path(base).is_absolute():
+    if _canonical_preset(base) is None and folder is not None and not Path(base).is_absolute():
         base = str(folder / base)
     if base in _seen:
         raise TsnError(f"config {source!r} inherits from itself through 'base: {base}'")
@@ -386,7 +494,7 @@ def _check(value: Any, hint: Any, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a hint is a class, never an instance
         return _build(hint, value, f"{key}.")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -408,7 +516,7 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise TsnError(f"config {key}: expected {len(args)} values, got {len(value)}")
-            return tuple(_check(v, a, key) for v, a in zip(value, args))
+            return tuple(_check(v, a, key) for v, a in zip(value, args, strict=True))
         item = args[0] if args else Any
         checked = [_check(v, item, key) for v in value]
         return tuple(checked) if origin is not list else checked

@@ -14,7 +14,7 @@ Losses are computed in float32 whatever the autocast dtype of the network.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F

@@ -28,14 +28,15 @@ augmentations do not depend on worker processes, rank count or interruptions.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from tsn.training.config import SCHEDULES
 from tsn.errors import TsnError
+from tsn.training.config import SCHEDULES
 
 __all__ = [
     "ALL",
@@ -64,8 +65,12 @@ class Step:
     """Dataset indices of the global batch (all ranks and accumulation steps together)."""
 
 
-class SampleKey(NamedTuple):
-    """What a :class:`PlanDataset` is indexed with: the stream, the index in it, the augmentation seed."""
+@dataclass(frozen=True)
+class SampleKey:
+    """What a :class:`PlanDataset` is indexed with: the stream, the index in it, the augmentation seed.
+
+    A frozen dataclass rather than a NamedTuple, whose ``index`` field would shadow ``tuple.index``.
+    """
 
     stream: str
     index: int

@@ -22,15 +22,21 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tsn.datasets import dataset_tasks
+from tsn.errors import TsnError
+from tsn.models import DensePredictionModel, build_model
+from tsn.models.backbone import encoder_feature_info
 from tsn.models.checkpoint import load_state_dict_checked
+from tsn.tasks import TaskSpec, get_task
 from tsn.training.checkpointing import (
     RunPaths,
     TrainState,
@@ -43,12 +49,9 @@ from tsn.training.checkpointing import (
 )
 from tsn.training.config import SchedulerConfig, TrainConfig, apply_overrides, config_from_dict, load_config_dict
 from tsn.training.distributed import DistContext, init_distributed
-from tsn.training.validation import ValidationResult, autocast, resolve_amp, validate, validation_loader
-from tsn.training.schedules import ALL, PlanDataset, PlanSampler, Step, epoch_plan, micro_batch_size, plan_streams
-from tsn.errors import TsnError
 from tsn.training.losses import loss_weights, multitask_loss
-from tsn.models import DensePredictionModel, build_model
-from tsn.tasks import TaskSpec, dataset_tasks, get_task
+from tsn.training.schedules import ALL, PlanDataset, PlanSampler, Step, epoch_plan, micro_batch_size, plan_streams
+from tsn.training.validation import ValidationResult, autocast, resolve_amp, validate, validation_loader
 from tsn.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -179,7 +182,9 @@ def _lr_factor(step: int, *, config: SchedulerConfig, total: int) -> float:
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: SchedulerConfig, total_steps: int, mode: str) -> Any:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: SchedulerConfig, total_steps: int, mode: Literal["min", "max"]
+) -> Any:
     """ReduceLROnPlateau (stepped on validation) or a per-step LambdaLR (cosine, poly, constant + warm-up)."""
     if config.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -191,7 +196,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: SchedulerConfig, t
 def _check_tasks(config: TrainConfig) -> dict[str, TaskSpec]:
     """The model's task specs, checked against the dataset's tasks and channel counts."""
     specs = {spec.name: spec for spec in config.model.task_specs}
-    for name, theirs in zip(specs, dataset_tasks(config.data.dataset, list(specs))):
+    for name, theirs in zip(specs, dataset_tasks(config.data.dataset, list(specs)), strict=False):
         if theirs.channels != specs[name].channels:
             raise TsnError(
                 f"the model predicts {specs[name].channels} channels for {name} but {config.data.dataset} has "
@@ -222,7 +227,7 @@ class _StopRequest:
         self.requested, self.log = False, log
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for number in (signal.SIGINT, signal.SIGTERM):
                 self._previous[number] = signal.signal(number, self._handle)
@@ -329,7 +334,7 @@ class Trainer:
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, config)
-        mode = "max" if self.criterion.higher_is_better else "min"
+        mode: Literal["min", "max"] = "max" if self.criterion.higher_is_better else "min"
         self.scheduler = build_scheduler(self.optimizer, config.scheduler, self.total_steps, mode)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.state = TrainState()
@@ -343,10 +348,11 @@ class Trainer:
     def _build_model(self) -> DensePredictionModel:
         model = build_model(self.config.model)
         # Instance normalisation needs more than one pixel per map, also at the encoder's coarsest level.
-        smallest = 2 * max(model.encoder.feature_info.reduction())
-        if min(self.config.data.size) < smallest:
+        smallest = 2 * max(encoder_feature_info(model.encoder).reduction())
+        size = self.config.data.input_size
+        if min(size) < smallest:
             raise TsnError(
-                f"data.size {list(self.config.data.size)} is too small for the {self.config.model.backbone} encoder: "
+                f"data.size {list(size)} is too small for the {self.config.model.backbone} encoder: "
                 f"use at least {smallest} x {smallest}"
             )
         return model
@@ -377,7 +383,7 @@ class Trainer:
             names = list(self.specs) if stream == ALL else [stream]
             datasets[stream] = build_dataset(d.dataset, d.train_split, tasks=names, root=d.root, **options)
             kind = kinds.get(stream, d.train_transform)
-            transforms[stream] = build_transforms(kind, d.size, tasks=[self.specs[n] for n in names])
+            transforms[stream] = build_transforms(kind, d.input_size, tasks=[self.specs[n] for n in names])
         sampler = PlanSampler(self.ctx.rank, self.ctx.world_size, self.config.grad_accum, self.config.seed)
         loader = DataLoader(
             PlanDataset(datasets, transforms),
@@ -389,13 +395,14 @@ class Trainer:
             worker_init_fn=_ignore_signals if d.num_workers > 0 else None,
             generator=torch.Generator(),  # the loader's seed draws must not advance the global RNG
         )
-        return loader, sampler, {stream: len(ds) for stream, ds in datasets.items()}
+        # Map-style datasets have a length; torch's Dataset stub does not declare it.
+        return loader, sampler, {stream: len(cast(Sized, ds)) for stream, ds in datasets.items()}
 
     def _val_data(self) -> DataLoader:
         from tsn.data import build_dataset, build_transforms
 
         d, v = self.config.data, self.config.validation
-        transform = build_transforms("eval", d.size, tasks=list(self.specs.values()), seed=0)
+        transform = build_transforms("eval", d.input_size, tasks=list(self.specs.values()), seed=0)
         dataset = build_dataset(
             d.dataset, d.val_split, tasks=list(self.specs), root=d.root, transform=transform,
             **{**d.options, **d.val_options},
@@ -454,6 +461,7 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         payload = self.ctx.broadcast(load_training_checkpoint(path) if self.ctx.is_main else None)
+        assert payload is not None  # rank 0 loaded it and the broadcast gave it to every rank
         training = payload["training"]
         load_state_dict_checked(self.model, payload["state_dict"], str(path))
         self.optimizer.load_state_dict(training["optimizer"])
@@ -471,7 +479,9 @@ class Trainer:
         images = batch["image"].to(self.ctx.device, non_blocking=True)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        no_sync = self.net.no_sync if self.ctx.distributed and not sync else contextlib.nullcontext
+        # self.net is the DistributedDataParallel wrapper exactly when the run is distributed (see _wrap).
+        net, wrapper = self.net, nn.parallel.DistributedDataParallel
+        no_sync = net.no_sync if isinstance(net, wrapper) and not sync else contextlib.nullcontext
         with no_sync():
             with autocast(self.ctx.device, self.amp):
                 raw = self.net(images, list(tasks))
@@ -487,7 +497,7 @@ class Trainer:
         values = torch.stack([v.detach().float() for v in losses.values()])
         bad = self.ctx.all_reduce_sum((~torch.isfinite(values)).float())
         if bad.any():
-            task = next(name for name, flag in zip(losses, bad.tolist()) if flag)
+            task = next(name for name, flag in zip(losses, bad.tolist(), strict=True) if flag)
             kept = (
                 f"the last good checkpoint {self.paths.last} is kept: resume from it"
                 if self.paths.last.is_file() else "no checkpoint had been written yet: start again"
@@ -497,7 +507,7 @@ class Trainer:
                 f"training stopped and {kept} with a lower learning rate (--set optim.lr=...) or without mixed "
                 "precision (--set amp=none)"
             )
-        return dict(zip(losses, values.tolist()))
+        return dict(zip(losses, values.tolist(), strict=True))
 
     def _optimizer_step(self, step: Step, batches: Iterator[Mapping[str, Any]]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)

@@ -16,18 +16,18 @@ since none needs to be merged), then the result is broadcast so that every rank 
 from __future__ import annotations
 
 import contextlib
-import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from tsn.tasks import TaskSpec
 from tsn.training.distributed import DistContext
 from tsn.training.losses import task_loss
-from tsn.tasks import TaskSpec
 
 __all__ = [
     "ValidationResult",
@@ -168,7 +168,7 @@ def validate(
 def _predictions(spec: TaskSpec, raw: torch.Tensor, labels: torch.Tensor) -> Iterable[tuple[str, torch.Tensor, Any]]:
     """``(task, prediction at the label's size, label)`` per image, on the CPU (ready to gather and score)."""
     predictions = spec.postprocess(raw).cpu()
-    for pred, label in zip(predictions, labels):
+    for pred, label in zip(predictions, labels, strict=False):
         yield spec.name, spec.resize_prediction(pred[None], tuple(label.shape[-2:]))[0], label
 
 
@@ -188,28 +188,6 @@ class ConstantPredictor(nn.Module):
         return {t: self.values[t].to(image.device)[None, :, None, None].expand(n, -1, h, w) for t in tasks}
 
 
-def _constant_output(spec: TaskSpec, labels: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """The raw output (and its description) that predicts ``labels``' dataset-wide constant for ``spec``.
-
-    ``labels`` is a batch of transformed labels ``(N, C, H, W)``; ignored / invalid pixels are left out.
-    """
-    if spec.output == "classes":
-        values = labels[labels != spec.ignore_index].long()
-        majority = int(torch.bincount(values, minlength=spec.channels).argmax())
-        return torch.nn.functional.one_hot(torch.tensor(majority), spec.channels).float(), f"majority class {majority}"
-    if spec.output == "binary":
-        prior = float((labels[labels != spec.ignore_index] >= 0.5).float().mean())
-        prior = min(max(prior, 1e-6), 1 - 1e-6)
-        return torch.tensor([math.log(prior / (1 - prior))]), f"constant probability {prior:.3f}"
-    if spec.output == "unit_vector":
-        vectors = labels.movedim(1, -1).reshape(-1, labels.shape[1])
-        valid = (vectors != spec.ignore_index).all(dim=1) & (vectors != 0).any(dim=1)
-        mean = torch.nn.functional.normalize(vectors[valid].mean(dim=0), dim=0)
-        return mean, "mean normal (" + ", ".join(f"{v:.2f}" for v in mean.tolist()) + ")"
-    values = labels[(labels != spec.ignore_index) & (labels > 0)]
-    return values.mean().reshape(1), f"mean value {float(values.mean()):.3f}"
-
-
 def fit_constant_predictor(
     loader: Iterable[Mapping[str, Any]], specs: Mapping[str, TaskSpec]
 ) -> tuple[ConstantPredictor, dict[str, str]]:
@@ -219,5 +197,5 @@ def fit_constant_predictor(
     for batch in loader:
         for name in specs:
             labels[name].append(batch[name])
-    fitted = {name: _constant_output(spec, torch.cat(labels[name])) for name, spec in specs.items()}
+    fitted = {name: spec.constant_output(torch.cat(labels[name])) for name, spec in specs.items()}
     return ConstantPredictor({n: v for n, (v, _) in fitted.items()}), {n: d for n, (_, d) in fitted.items()}

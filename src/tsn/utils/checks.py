@@ -11,6 +11,7 @@ write will actually do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -61,10 +62,8 @@ def _probe_write(folder: Path) -> OSError | None:
     except OSError as error:
         return error
     os.close(fd)
-    try:
+    with contextlib.suppress(OSError):  # created but not removable: still writable, which is what we check
         os.unlink(name)
-    except OSError:  # created but not removable: still writable, which is what we check
-        pass
     return None
 
 
@@ -92,11 +91,14 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str, create: bool = 
                 "choose a location you can write to"
             ) from None
         ancestor = folder
-    error = _probe_write(ancestor)
-    if error is not None:
+    probe_error = _probe_write(ancestor)
+    if probe_error is not None:
         where = folder if ancestor == folder else f"{ancestor} (to create {folder})"
         # ENOENT from an existing folder: a virtual file system (/proc, /sys) that takes no new files.
-        reason = "it takes no new files" if error.errno == errno.ENOENT else one_line(error.strerror or error)
+        if probe_error.errno == errno.ENOENT:
+            reason = "it takes no new files"
+        else:
+            reason = one_line(probe_error.strerror or probe_error)
         raise TsnError(f"{what}: cannot write into {where} ({reason}); choose a folder you can write to or fix its "
                        "permissions")
     return folder

@@ -1,0 +1,288 @@
+"""The dataset registry: every dataset is described exactly once, here.
+
+A :class:`DatasetSpec` holds what the rest of the package knows about a dataset: its tasks (in the order a model
+built for it uses) with their channel counts and class names, its splits and input sizes, the loader class (named
+as a lazy ``"module:attr"`` string, so this level never imports :mod:`tsn.data`), where its archive comes from,
+and how it is evaluated (:class:`EvaluationProtocol`). Loaders, downloads, model presets, the evaluator, the
+studies and the commands all read it; a new dataset is one loader file plus one :func:`register_dataset` call.
+
+:func:`canonical_dataset_name` is the only place where a user-typed dataset name is normalised.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tsn.errors import TsnError
+from tsn.tasks import TaskSpec, get_task, resolve_tasks
+
+__all__ = [
+    "DownloadSource",
+    "EvaluationProtocol",
+    "DatasetSpec",
+    "canonical_dataset_name",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
+    "dataset_tasks",
+    "NYUV2_13_CLASSES",
+    "CITYSCAPES_7_CLASSES",
+]
+
+
+@dataclass(frozen=True)
+class DownloadSource:
+    """Where a dataset archive comes from and what it must contain (read by :mod:`tsn.data.download`)."""
+
+    url: str
+    """Default download URL."""
+    archive: str
+    """File name of the archive, stored as ``<root>/<archive>``."""
+    folder: str
+    """Top-level folder the archive must contain; the dataset lives in ``<root>/<folder>``."""
+    sha256: str | None = None
+    """Expected SHA-256 of the archive; ``None`` while unknown (the computed digest is printed to record it)."""
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """How ``tsn evaluate`` (and ``tsn reproduce``) scores a dataset."""
+
+    split: str = "val"
+    """The split a results table is scored on."""
+    edge_protocol: str | None = None
+    """Edge benchmark preset of :mod:`tsn.metrics.edges` (it names its image set too); None: the tasks have none."""
+    depth_protocol: str | None = None
+    """Depth protocol of :mod:`tsn.metrics.depth` when none is given; None: the metric's own default."""
+    metrics: Mapping[str, str] = field(default_factory=dict)
+    """Task -> ``"module:attr"`` of a metric factory ``(TaskSpec) -> TaskMetric`` that replaces the output kind's
+    metric on this dataset (the protocol its literature reports)."""
+    reported: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Task -> the metric keys the results table prints beside the headline (e.g. LibMTL's five normals scores)."""
+    scores_saved_files: bool = True
+    """Score the predictions as the authors' saved files hold them (uint8 PNGs: the ASTMT / TSNs evaluators);
+    False: score the float predictions themselves, as LibMTL does."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the project knows about one dataset."""
+
+    name: str
+    """Canonical name (``tsn download NAME``, ``--dataset NAME``, ``meta["dataset"]``)."""
+    title: str
+    tasks: Mapping[str, int]
+    """Task name -> channels on this dataset, in the order a model built for this dataset uses."""
+    loader: str | type[Any]
+    """The dataset class, or its ``"module:attr"`` (imported on first use); its constructor takes ``split``,
+    ``tasks``, ``transform`` (and ``root`` unless :attr:`generated`)."""
+    splits: tuple[str, ...] = ("train", "val")
+    class_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Task -> names of its classes on this dataset, where they differ from the task's own."""
+    aliases: tuple[str, ...] = ()
+    train_size: tuple[int, int] | None = None
+    """Network input ``(H, W)`` of this dataset's training presets; None: the scenes' own size."""
+    eval_size: tuple[int, int] | None = None
+    """Network input ``(H, W)`` of ``tsn evaluate`` when none is given; None: the dataset's own ``size``."""
+    download: DownloadSource | None = None
+    """Archive ``tsn download`` fetches; None where the dataset is not downloadable that way."""
+    download_hint: str = ""
+    """How to obtain the dataset when :attr:`download` is None."""
+    generated: bool = False
+    """Rendered procedurally: no data root, one split at a time, nothing to download."""
+    preset_family: str | None = None
+    """The ``<backbone>_<dataset>`` part of this dataset's packaged presets (``tsn_<family>``,
+    ``multihead_<family>``, ``single_<family>.<task>``)."""
+    evaluation: EvaluationProtocol = field(default_factory=EvaluationProtocol)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", dict(self.tasks))
+        if not self.tasks:
+            raise TsnError(f"dataset {self.name!r} has no task; give tasks={{task name: channels, ...}}")
+        for task, channels in self.tasks.items():
+            if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+                raise TsnError(f"dataset {self.name!r}: the channels of {task!r} must be a positive integer, got "
+                               f"{channels!r}")
+        if not isinstance(self.loader, type) and not (
+            isinstance(self.loader, str) and all(part.strip() for part in self.loader.partition(":")[::2])
+            and ":" in self.loader
+        ):
+            raise TsnError(f"dataset {self.name!r}: loader must be the dataset class or its 'module:attr', got "
+                           f"{self.loader!r}")
+        unknown = [name for name in self.tasks if get_task(name).name != name]
+        if unknown:
+            raise TsnError(f"dataset {self.name!r}: task {unknown[0]!r} is an alias; use canonical task names")
+        for task, names in self.class_names.items():
+            if task not in self.tasks or len(names) != self.tasks[task]:
+                raise TsnError(f"dataset {self.name!r}: class names of {task!r} must be one per channel of a task "
+                               "it has")
+
+    def loader_class(self) -> type[Any]:
+        """The dataset class :attr:`loader` is or names (imported on first use)."""
+        if isinstance(self.loader, type):
+            return self.loader
+        module, _, attr = self.loader.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as error:
+            raise TsnError(f"dataset {self.name!r}: cannot load its loader {self.loader!r} ({error}); is the module "
+                           "that defines it importable?") from None
+
+    def task_specs(self, names: Sequence[str] | None = None) -> tuple[TaskSpec, ...]:
+        """The task specs of this dataset (all of them, or the subset ``names``) with its channels and classes."""
+        everything = names is None or list(names) in (["all"], [])
+        chosen = list(self.tasks) if everything else [get_task(n).name for n in names]  # type: ignore[union-attr]
+        missing = [n for n in chosen if n not in self.tasks]
+        if missing:
+            raise TsnError(f"dataset {self.name!r} has no task {missing[0]!r}; its tasks: {', '.join(self.tasks)}")
+        specs = resolve_tasks(chosen, self.tasks)
+        return tuple(
+            spec.with_channels(spec.channels, self.class_names[spec.name]) if spec.name in self.class_names else spec
+            for spec in specs
+        )
+
+    def metric_factory(self, task: str) -> Any | None:
+        """The factory of :attr:`EvaluationProtocol.metrics` for ``task``, or None for the output kind's metric."""
+        target = self.evaluation.metrics.get(task)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The registered name of dataset ``name`` (case, ``-``/``_`` and aliases such as ``nyuv2`` accepted)."""
+    key = _key(name)
+    if key in _ALIASES:
+        return _ALIASES[key]
+    raise TsnError(
+        f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())} "
+        "(a plugin's dataset needs `tsn --plugin MODULE`)"
+    )
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The registered dataset called ``name`` (see :func:`canonical_dataset_name`)."""
+    return _REGISTRY[canonical_dataset_name(name)]
+
+
+def list_datasets() -> list[str]:
+    """Canonical names of every registered dataset, in registration order."""
+    return list(_REGISTRY)
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Register a dataset (for user code: one :class:`DatasetSpec` naming its loader). A name or alias already
+    taken is refused in one line."""
+    names = [_key(spec.name), *(_key(alias) for alias in spec.aliases)]
+    if spec.name != _key(spec.name):
+        raise TsnError(f"dataset name {spec.name!r} must be lower case with underscores, e.g. {_key(spec.name)!r}")
+    taken = [name for name in names if name in _ALIASES]
+    if taken:
+        raise TsnError(f"dataset name {taken[0]!r} is already registered (by {_ALIASES[taken[0]]!r}); "
+                       "choose another name")
+    _REGISTRY[spec.name] = spec
+    _ALIASES.update(dict.fromkeys(names, spec.name))
+    return spec
+
+
+def dataset_tasks(dataset: str, names: Sequence[str] | None = None) -> tuple[TaskSpec, ...]:
+    """The task specs of ``dataset`` (all of them, or the subset ``names``) with the dataset's channels."""
+    return get_dataset(dataset).task_specs(names)
+
+
+# ------------------------------------------------------------------------------------------- built-in datasets
+
+NYUV2_13_CLASSES = (
+    "bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table", "tv", "wall",
+    "window",
+)
+"""The 13 classes of NYUv2-13 (Couprie et al.'s mapping, class 0 = bed; MTAN stores unknown as -1)."""
+
+CITYSCAPES_7_CLASSES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+"""Cityscapes' seven categories (void is stored as -1 by MTAN)."""
+
+_LIBMTL_METRICS = {"depth": "tsn.metrics.mtan:libmtl_depth_metric", "normals": "tsn.metrics.mtan:libmtl_normals_metric"}
+_LIBMTL_REPORTED = {
+    "semseg": ("mIoU", "pixel_acc"),
+    "depth": ("abs_err", "rel_err"),
+    "normals": ("mean", "median", "within_11.25", "within_22.5", "within_30"),
+}
+
+for _spec in (
+    DatasetSpec(
+        name="pascal_context", title="PASCAL-Context (PASCAL_MT, ASTMT)",
+        # The authors' task order: position i owns block i of the task code.
+        tasks={"semseg": 21, "human_parts": 7, "edges": 1, "normals": 3, "saliency": 1},
+        loader="tsn.data.pascal_context:PascalContext", splits=("train", "val", "val_new", "test_new"),
+        aliases=("pascal",), train_size=(512, 512), eval_size=(512, 512),
+        download=DownloadSource(
+            url="https://data.vision.ee.ethz.ch/kmaninis/share/MTL/PASCAL_MT.tgz",
+            archive="PASCAL_MT.tgz", folder="PASCAL_MT",
+        ),
+        preset_family="r18_pascal",
+        # TSNs scores PASCAL edges with ASTMT's seism setup (NMS, HED thresholds, all 5,105 val images).
+        evaluation=EvaluationProtocol(split="val", edge_protocol="astmt"),
+    ),
+    DatasetSpec(
+        name="nyud", title="NYUD-v2 (NYUD_MT, ASTMT)",
+        # ASTMT convention: 41 classes, class 0 is trained and evaluated as a real class.
+        tasks={"semseg": 41, "depth": 1, "normals": 3, "edges": 1},
+        loader="tsn.data.nyud:NYUD", splits=("train", "val", "test_new"),
+        aliases=("nyud_mt",), train_size=(480, 640), eval_size=(512, 512),
+        # The ASTMT/TSNs NYUD_MT; the "survey" NYUD_MT.tgz of Vandenhende et al. has another layout.
+        download=DownloadSource(
+            url="https://data.vision.ee.ethz.ch/kmaninis/share/MTL/NYUD_MT.tgz",
+            archive="NYUD_MT.tgz", folder="NYUD_MT",
+        ),
+        preset_family="r18_nyud",
+        # The only NYUD edge setting with a documented ground truth and tolerance (docs/edges.md); depth as the
+        # TSNs / ASTMT numbers.
+        evaluation=EvaluationProtocol(split="val", edge_protocol="atrc-nyud", depth_protocol="astmt"),
+    ),
+    DatasetSpec(
+        name="synthetic", title="Synthetic multi-task scenes (embedded)",
+        # background, ground, sphere, box, cylinder, cone/capsule, figure (see tsn.data.synthetic)
+        tasks={"semseg": 7, "human_parts": 7, "edges": 1, "normals": 3, "saliency": 1, "depth": 1},
+        loader="tsn.data.synthetic:SyntheticScenes", splits=("train", "val", "test"), generated=True,
+        preset_family="r10t_synthetic",
+        # The scenes' sky has no depth (0); ASTMT's protocol would score it as a depth of 1e-9 m.
+        evaluation=EvaluationProtocol(split="test", edge_protocol="astmt", depth_protocol="pooled"),
+    ),
+    DatasetSpec(
+        name="nyuv2_13", title="NYUv2-13 (MTAN / LibMTL layout)",
+        tasks={"semseg": 13, "depth": 1, "normals": 3}, class_names={"semseg": NYUV2_13_CLASSES},
+        loader="tsn.data.mtan:NYUv2", aliases=("nyuv2", "nyu_v2", "nyuv2_mtan"),
+        train_size=(288, 384), eval_size=(288, 384), preset_family="r18_nyuv2",
+        download_hint="get MTAN's preprocessed nyuv2 folder (github.com/lorenmt/mtan) and pass its parent as "
+        "--data-root",
+        evaluation=EvaluationProtocol(
+            split="val", metrics=_LIBMTL_METRICS, reported=_LIBMTL_REPORTED, scores_saved_files=False,
+        ),
+    ),
+    DatasetSpec(
+        name="cityscapes_7", title="Cityscapes-7 (MTAN / LibMTL layout)",
+        tasks={"semseg": 7, "depth": 1}, class_names={"semseg": CITYSCAPES_7_CLASSES},
+        loader="tsn.data.mtan:Cityscapes", aliases=("cityscapes", "cityscapes_mtan"),
+        train_size=(128, 256), eval_size=(128, 256), preset_family="r18_cityscapes",
+        download_hint="get MTAN's preprocessed cityscapes folder (github.com/lorenmt/mtan) and pass its parent "
+        "as --data-root",
+        evaluation=EvaluationProtocol(
+            split="val", metrics={"depth": _LIBMTL_METRICS["depth"]},
+            reported={task: _LIBMTL_REPORTED[task] for task in ("semseg", "depth")}, scores_saved_files=False,
+        ),
+    ),
+):
+    register_dataset(_spec)
+del _spec
