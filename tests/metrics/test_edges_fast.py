@@ -130,3 +130,42 @@ def test_bsds_sample_counts_equal_the_reference() -> None:
     dense = ndimage.gaussian_filter(pred / 255.0, 1.0)
     dense = (255 * dense / dense.max()).astype(np.uint8)
     _assert_same_counts(dense, gts[:1], get_protocol("mtl-survey", thresholds=thresholds))
+
+
+def _shifted_line(length: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A true line and the same line shifted one pixel along itself, with r = 1 (4-neighbour pairs only)."""
+    shape = (3, length + 2)
+    pred, gt = np.zeros(shape, bool), np.zeros(shape, bool)
+    pred[1, : length + 1] = gt[1, 1 : length + 2] = True
+    return pred, gt, 1.0 / float(np.hypot(*shape))
+
+
+@pytest.mark.parametrize(("length", "expected"), [(60, 61), (98, 99), (99, 99), (140, 140)])
+def test_one_annotator_count_is_not_always_the_maximum_matching(length: int, expected: int) -> None:
+    """The outlier cost is finite: matching all ``length + 1`` predicted pixels (each one pixel off, cost 101) beats
+    leaving the two ends unmatched (B = 10001 with r = 1) only while ``100 * length + 101 < B``; at equality the two
+    sizes tie and the solver keeps the smaller one. A maximum matching (Hopcroft-Karp) always has ``length + 1``
+    pairs, so the fast path may use it only where its bound proves the sizes equal, and must agree here."""
+    pred, gt, max_dist = _shifted_line(length)
+    protocol = get_protocol("mtl-survey", thresholds=(0.5,), max_dist=max_dist, thin_prediction=False)
+    reference = edges._edge_counts_reference(pred.astype(float), gt, protocol)
+    assert reference[0, 0] == expected
+    np.testing.assert_array_equal(edge_counts(pred.astype(float), gt, protocol), reference)
+
+
+def test_one_annotator_counts_on_mixed_component_sizes() -> None:
+    """Random, tie-heavy and structured maps with one annotator and a radius giving both kinds of components:
+    small ones whose count is certified from a maximum matching and large ones left to the exact solver."""
+    rng = np.random.default_rng(11)
+    shape = (48, 150)
+    gt = seism_ground_truth(_label_map(shape, 11))
+    gt[40, 5:140] = True  # a long straight truth, as in the counterexample above
+    soft = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    soft = (soft - soft.min()) / (soft.max() - soft.min())
+    soft[40, 6:141] = 1.0  # its copy shifted one pixel along it
+    quantised = (np.round(soft * 4) * 63).astype(np.uint8)  # 5 levels: many equidistant ties
+    for max_dist in (0.0065, 0.02):
+        protocol = get_protocol("mtl-survey", thresholds=FEW_THRESHOLDS, max_dist=max_dist)
+        _assert_same_counts(soft, gt, protocol)
+        _assert_same_counts(quantised, gt, protocol)
+        _assert_same_counts(_network_like(gt, 11), gt, protocol)

@@ -42,7 +42,11 @@ import numpy as np
 import scipy.io
 from PIL import Image
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
+from scipy.sparse.csgraph import (
+    connected_components,
+    maximum_bipartite_matching,
+    min_weight_full_bipartite_matching,
+)
 from tqdm import tqdm
 
 from tsn.errors import TsnError
@@ -435,11 +439,15 @@ class _TruthMatcher:
     true pixel (exactly one of its predicted pixels is matched; which one matters only with several ground truths,
     and then it is the unique cheapest, or the component goes to the solver). A component whose pixels are the
     same as at an earlier threshold has the same graph, hence the same solution: it is looked up, not solved.
+    When only counts matter, a component small enough for :meth:`_certified_sizes`'s bound takes the size of a
+    maximum matching (Hopcroft-Karp), proven equal to the solver's; larger ones still go to the solver.
     """
 
-    def __init__(self, truth: np.ndarray, disc: _Disc) -> None:
+    def __init__(self, truth: np.ndarray, disc: _Disc, certify: bool = True) -> None:
         self.disc = disc
+        self.certify = certify
         self.index = disc.index_map(truth)
+        self.n_truth = int(np.count_nonzero(truth))
         self.near = np.zeros(self.index.size, dtype=bool)
         self.near[(disc.flat_pixels(truth)[:, None] + disc.steps).ravel()] = True
         self.solved: dict[tuple[bytes, bytes], np.ndarray] = {}
@@ -452,7 +460,12 @@ class _TruthMatcher:
             return (np.empty(0, np.intp) if which else None), 0
         candidates = self.index[pixels[close][:, None] + disc.steps]
         pred_node, step = np.nonzero(candidates >= 0)  # every close pixel has a partner: nodes = 0 .. close.size-1
-        gt_ids, gt_node = np.unique(candidates[pred_node, step], return_inverse=True)
+        # np.unique(ranks, return_inverse=True) by a presence map over the true pixels' ranks: no sort.
+        ranks = candidates[pred_node, step]
+        present = np.zeros(self.n_truth, dtype=bool)
+        present[ranks] = True
+        gt_ids = np.flatnonzero(present)
+        gt_node = (np.cumsum(present) - 1)[ranks]
         pair_costs = disc.costs[step]
         n_pred, n_gt = close.size, gt_ids.size
         n_components, component = connected_components(
@@ -478,13 +491,67 @@ class _TruthMatcher:
             matched[pred_node[in_star[at_min & unique[star_of]]]] = True
             star &= unique
         n_pairs += int(np.count_nonzero(star))
-        hard = np.flatnonzero(~one_pred & ~star)
+        hard = ~one_pred & ~star
+        if self.certify and not which and np.any(hard):
+            certified, sizes = self._certified_sizes(
+                hard, n_components, pred_component, pred_node, gt_node, pair_costs, n_pred, n_gt, preds_in, gts_in
+            )
+            n_pairs += int(sizes[certified].sum())
+            hard &= ~certified
+        hard = np.flatnonzero(hard)
         if hard.size:
             n_pairs += self._solve(
                 hard, n_components, pred_component, gt_component, pred_node, gt_node, pair_costs,
                 pixels[close], gt_ids, matched,
             )
         return (close[matched] if which else None), n_pairs
+
+    def _certified_sizes(
+        self,
+        hard: np.ndarray,
+        n_components: int,
+        pred_component: np.ndarray,
+        pred_node: np.ndarray,
+        gt_node: np.ndarray,
+        pair_costs: np.ndarray,
+        n_pred: int,
+        n_gt: int,
+        preds_in: np.ndarray,
+        gts_in: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(components whose optimal number of pairs is proven to be their maximum matching size, those sizes).
+
+        Why the size of a maximum matching (Hopcroft-Karp) is not always the count: the augmented graph of
+        :func:`_solve_augmented` charges a matching ``R`` of the pair graph (``k`` pairs) ``O * (n_pred + n_gt) +
+        C(R) - k * B`` with ``B = 2 * O - 1``: each unmatched pixel pairs with its own dummy at the outlier cost ``O``,
+        and the two dummies of each real pair pair at cost 1 (any matching ``R`` extends to a perfect matching
+        of that cost, and every perfect matching restricts to one). So the solver minimises ``C(R) - k * B``, a
+        finite trade: a matching one pair short is preferred when every larger one is more than ``B`` costlier
+        (a straight true line of about ``100 r`` pixels with the prediction shifted one pixel along it, see
+        ``tests/metrics/test_edges_fast.py``), and at exactly ``B`` the two sizes tie and the solver decides.
+
+        When it is the size: let ``R*`` be any optimum, ``m`` the maximum matching size of a component and
+        ``c_max``, ``c_min`` its largest and smallest pair costs. If ``R*`` had fewer than ``m`` pairs there, the
+        symmetric difference with a maximum matching would hold an augmenting path with ``j + 1 <= m`` new pairs
+        and ``j`` pairs of ``R*``; swapping them changes the objective by at most
+        ``c_max + j * (c_max - c_min) - B <= m * c_max - (m - 1) * c_min - B``. When that bound is negative the swap
+        strictly improves ``R*``, a contradiction: every optimum (ties included) has ``m`` pairs in the component,
+        whatever solver picks it. Components are independent terms of the objective, so the bound is per component.
+        """
+        # A component's maximum matching has at most min(preds, truths) pairs: the bound (which grows with m) is
+        # checked at that size first, and Hopcroft-Karp runs only on the components it certifies.
+        c_max, c_min = float(pair_costs.max()), float(pair_costs.min())
+        gain = 2 * self.disc.outlier_cost - 1
+        side = np.minimum(preds_in, gts_in)
+        certified = hard & (side * c_max - (side - 1) * c_min < gain)
+        sizes = np.zeros(n_components, dtype=np.int64)
+        if not np.any(certified):
+            return certified, sizes
+        keep = certified[pred_component[pred_node]]
+        graph = csr_matrix((np.ones(int(keep.sum()), bool), (pred_node[keep], gt_node[keep])), shape=(n_pred, n_gt))
+        partner = maximum_bipartite_matching(graph, perm_type="column")
+        sizes = np.bincount(pred_component[partner >= 0], minlength=n_components)
+        return certified, sizes
 
     def _solve(
         self,
@@ -633,11 +700,19 @@ def edge_counts(
     ``pred`` is a float ``H x W`` probability map in [0, 1] or a uint8 PNG array; ``gt`` one binary boundary map or
     a list of them (several annotators: recall sums over them, precision counts predicted pixels matched to any).
     """
+    return _edge_counts(pred, gt, protocol, certify=True)
+
+
+def _edge_counts(
+    pred: ArrayLike, gt: ArrayLike | Sequence[ArrayLike], protocol: str | EdgeProtocol, certify: bool
+) -> np.ndarray:
+    """:func:`edge_counts`; ``certify=False`` sends every hard component to the solver (the path before the
+    maximum-matching certificate of :meth:`_TruthMatcher._certified_sizes`, timed by ``benchmarks/bench_edges.py``)."""
     protocol = get_protocol(protocol)
     soft = _soft_map(pred, protocol)
     truths = _ground_truths(gt, soft, protocol)
     disc = _Disc(soft.shape, protocol.max_dist)
-    matchers = [_TruthMatcher(truth, disc) for truth in truths]
+    matchers = [_TruthMatcher(truth, disc, certify) for truth in truths]
     # With one ground truth cntP == cntR: which predicted pixels are matched does not matter, only how many.
     which = len(matchers) > 1
     sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
