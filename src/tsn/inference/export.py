@@ -41,6 +41,7 @@ from torch import nn
 
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, TaskSwitchingNet
+from tsn.models.backbone import crop, encode, padded_size
 from tsn.models.fused import unfuse_adain_blocks
 from tsn.models.layers import channel_pool_matrix
 from tsn.utils.io import atomic_write
@@ -117,7 +118,10 @@ class _TaskIndexedTSN(nn.Module):
         # ONNX's Gather counts a negative index from the end, so -1 would silently serve the last task; moved
         # below -T it is out of range, and the gather fails as it does for an index >= T.
         task = torch.where(task < 0, task - self.num_tasks, task)
-        raw = self.model.decode(self.model.encoder(image), self.styles[task], image.shape[-2:])
+        multiple = self.model.input_multiple
+        features = encode(self.model.encoder, image, multiple)
+        raw = crop(self.model.decode(features, self.styles[task], padded_size(image.shape[-2:], multiple)),
+                   image.shape[-2:], multiple)
         # Identity rows for a full-width task, averaging rows for the others: exactly pool_channels.
         return torch.einsum("noc,nchw->nohw", self.pools[task], raw)
 
@@ -304,6 +308,12 @@ def _verify(
                     f"({' '.join(str(error).split())[:300]}; nothing written); please report this with your torch "
                     "and onnxruntime versions"
                 ) from None
+            if got.shape != tuple(reference.shape):  # e.g. a backbone whose export fixed the probe's size
+                raise TsnError(
+                    f"the model exported for {path} gives {name} of shape {tuple(got.shape)} for a {height} x "
+                    f"{width} image, PyTorch {tuple(reference.shape)}: backbone {model.config.backbone!r} does not "
+                    "export with a dynamic image size (nothing written); export a CNN backbone instead"
+                )
             diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got - reference.numpy()).max()))
     worst = max(diffs, key=diffs.__getitem__)
     if diffs[worst] > tolerance:

@@ -1,7 +1,14 @@
-"""Encoder: any timm backbone created with ``features_only=True``, and the U-Net decoder shared by all models."""
+"""Encoder: any timm backbone created with ``features_only=True``, and the U-Net decoder shared by all models.
+
+The decoder takes NCHW feature maps of any size. CNNs give those for any input size; transformers and MambaOut
+may give channels-last (NHWC) maps, which :func:`encode` converts, reading the format timm declares on the
+feature model (``output_fmt``); and backbones built on a patch embedding need whole patches, so :func:`encode`
+pads the input to the size they take and the models crop their outputs back (docs/backbones.md).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -18,6 +25,11 @@ if TYPE_CHECKING:  # timm is imported lazily at run time (see create_encoder)
 __all__ = [
     "create_encoder",
     "encoder_feature_info",
+    "encoder_input_multiple",
+    "encoder_output_format",
+    "encode",
+    "padded_size",
+    "crop",
     "default_decoder_channels",
     "UNetDecoder",
     "upsample",
@@ -33,21 +45,93 @@ def create_encoder(backbone: str, pretrained: bool = False) -> nn.Module:
 
     For ``resnet18`` these are the paper's five stages (64, 64, 128, 256, 512 channels at strides 2 to 32):
     conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4.
+
+    Backbones that are built for one input size (Swin, ViT) are asked for ``dynamic_img_size=True``, timm's switch
+    for any input size (attention masks / position embeddings made for the input at each call); the others do not
+    take that argument (timm raises TypeError naming it) and take any size anyway.
     """
     import timm
 
     try:
-        return timm.create_model(backbone, pretrained=pretrained, features_only=True)
+        try:
+            encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, dynamic_img_size=True)
+        except TypeError as error:
+            if "dynamic_img_size" not in str(error):
+                raise
+            encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True)
     except RuntimeError as error:  # timm's message for an unknown name
         raise TsnError(f"cannot build backbone {backbone!r}: {error}") from None
     except Exception as error:  # pragma: no cover - download failures and the like
         raise TsnError(f"cannot build backbone {backbone!r} (pretrained={pretrained}): {error}") from None
+    output_format = encoder_output_format(encoder)
+    if output_format not in ("NCHW", "NHWC"):
+        raise TsnError(f"backbone {backbone!r} gives {output_format} token sequences, not feature maps; use a "
+                       "backbone whose timm features_only model gives NCHW or NHWC maps (docs/backbones.md)")
+    return encoder
 
 
 def encoder_feature_info(encoder: nn.Module) -> FeatureInfo:
     """timm's description (``channels()``, ``reduction()``) of the feature maps of a :func:`create_encoder` model."""
     # nn.Module's attribute lookup is typed ``Tensor | Module``; timm's features_only models set a FeatureInfo.
     return cast("FeatureInfo", encoder.feature_info)
+
+
+def encoder_output_format(encoder: nn.Module) -> str:
+    """``"NCHW"`` or ``"NHWC"`` (or a token format): the layout timm declares for a features_only model's maps.
+
+    timm's feature wrappers (FeatureListNet, FeatureGetterNet, FeatureHookNet) carry ``output_fmt``, taken from the
+    backbone (Swin and MambaOut: NHWC); the hand-written feature classes of some CNN families (EfficientNet,
+    MobileNetV3) have none and give NCHW, timm's default format.
+    """
+    from timm.layers import Format
+
+    return Format(getattr(encoder, "output_fmt", Format.NCHW)).value
+
+
+def encoder_input_multiple(encoder: nn.Module) -> tuple[int, int]:
+    """Height and width multiples the encoder's input must have: 1 for CNNs; for a backbone with a timm patch
+    embedding that needs whole patches (Swin, ViT with ``dynamic_img_size``), its patch size."""
+    from timm.layers import PatchEmbed
+
+    height, width = 1, 1
+    for module in encoder.modules():
+        if isinstance(module, PatchEmbed) and module.img_size is not None and not module.dynamic_img_pad:
+            height = math.lcm(height, int(module.patch_size[0]))
+            width = math.lcm(width, int(module.patch_size[1]))
+    return height, width
+
+
+def encode(encoder: nn.Module, image: torch.Tensor, multiple: Sequence[int]) -> list[torch.Tensor]:
+    """The encoder's NCHW feature maps of ``image``, zero-padded at the bottom and right to the ``multiple``
+    (:func:`encoder_input_multiple`) the encoder needs; decode at :func:`padded_size` and :func:`crop` back.
+
+    Zero after the input normalisation is the dataset's mean colour; padding only the far sides keeps the image's
+    pixel grid where it is, so the cropped output gives each pixel its own prediction. No multiple, no padding:
+    the shapes are not even read, which keeps ``torch.export``'s symbolic sizes free.
+    """
+    if tuple(multiple) != (1, 1):
+        height, width = padded_size(image.shape[-2:], multiple)
+        image = F.pad(image, (0, width - image.shape[-1], 0, height - image.shape[-2]))
+    features = list(encoder(image))
+    if encoder_output_format(encoder) == "NHWC":
+        from timm.layers import Format, nhwc_to
+
+        features = [nhwc_to(feature, Format.NCHW) for feature in features]
+    return features
+
+
+def padded_size(size: Sequence[int], multiple: Sequence[int]) -> Sequence[int]:
+    """``size`` (height, width) rounded up to the ``multiple``; ``size`` itself when the multiple is 1."""
+    if tuple(multiple) == (1, 1):
+        return size
+    return (-(-size[0] // multiple[0]) * multiple[0], -(-size[1] // multiple[1]) * multiple[1])
+
+
+def crop(output: torch.Tensor, size: Sequence[int], multiple: Sequence[int]) -> torch.Tensor:
+    """The top-left ``size`` of a map decoded at the :func:`padded_size`: the image's own pixels."""
+    if tuple(multiple) == (1, 1):
+        return output
+    return output[..., : size[0], : size[1]]
 
 
 def default_decoder_channels(encoder_channels: Sequence[int]) -> tuple[int, ...]:

@@ -7,7 +7,16 @@ from functools import partial
 import torch
 from torch import nn
 
-from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels, encoder_feature_info
+from tsn.models.backbone import (
+    UNetDecoder,
+    create_encoder,
+    crop,
+    default_decoder_channels,
+    encode,
+    encoder_feature_info,
+    encoder_input_multiple,
+    padded_size,
+)
 from tsn.models.base import DensePredictionModel
 from tsn.models.config import ModelConfig
 from tsn.models.layers import ConvBlock
@@ -27,12 +36,15 @@ class SingleTaskNet(DensePredictionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.input_multiple = encoder_input_multiple(self.encoder)
         self.decoder = _plain_decoder(config, self.encoder)
         (spec,) = self.task_specs.values()
         self.head = nn.Conv2d(self.decoder.out_channels, spec.channels, kernel_size=1)
 
     def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        out = self.head(self.decoder(self.encoder(image), None, image.shape[-2:]))
+        features = encode(self.encoder, image, self.input_multiple)
+        size = padded_size(image.shape[-2:], self.input_multiple)
+        out = crop(self.head(self.decoder(features, None, size)), image.shape[-2:], self.input_multiple)
         return {name: out for name in names}
 
 
@@ -45,6 +57,7 @@ class MultiHeadNet(DensePredictionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.input_multiple = encoder_input_multiple(self.encoder)
         decoders = {name: _plain_decoder(config, self.encoder) for name in self.task_specs}
         self.decoders = nn.ModuleDict(decoders)
         self.heads = nn.ModuleDict(
@@ -55,6 +68,7 @@ class MultiHeadNet(DensePredictionModel):
         )
 
     def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        features = self.encoder(image)
-        size = image.shape[-2:]
-        return {name: self.heads[name](self.decoders[name](features, None, size)) for name in names}
+        features = encode(self.encoder, image, self.input_multiple)
+        size = padded_size(image.shape[-2:], self.input_multiple)
+        outputs = {name: self.heads[name](self.decoders[name](features, None, size)) for name in names}
+        return {name: crop(out, image.shape[-2:], self.input_multiple) for name, out in outputs.items()}

@@ -8,7 +8,16 @@ from functools import partial
 import torch
 from torch import nn
 
-from tsn.models.backbone import UNetDecoder, create_encoder, default_decoder_channels, encoder_feature_info
+from tsn.models.backbone import (
+    UNetDecoder,
+    create_encoder,
+    crop,
+    default_decoder_channels,
+    encode,
+    encoder_feature_info,
+    encoder_input_multiple,
+    padded_size,
+)
 from tsn.models.base import DensePredictionModel
 from tsn.models.config import ModelConfig
 from tsn.models.layers import AdaINConvBlock, EqualLinear, PixelNorm, pool_channels
@@ -58,6 +67,7 @@ class TaskSwitchingNet(DensePredictionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.input_multiple = encoder_input_multiple(self.encoder)
         encoder_channels = encoder_feature_info(self.encoder).channels()
         decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
         self.task_embedding = TaskEmbeddingNet(len(self.task_specs), config.n_ones, config.n_fc, config.latent_dim)
@@ -79,15 +89,15 @@ class TaskSwitchingNet(DensePredictionModel):
         return self.head(self.decoder(features, style, size))
 
     def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        features = self.encoder(image)
-        batch, size = image.shape[0], image.shape[-2:]
+        features = encode(self.encoder, image, self.input_multiple)
+        batch, size = image.shape[0], padded_size(image.shape[-2:], self.input_multiple)
         per_call = max(1, self.decode_pixels // (batch * size[0] * size[1]))
         outputs: dict[str, torch.Tensor] = {}
         for start in range(0, len(names), per_call):
             group = names[start : start + per_call]
             # Task-major (sample t * batch + n); the lateral blocks broadcast it over the unrepeated features.
             style = self.embed(group).repeat_interleave(batch, dim=0)
-            raw = self.decode(features, style, size)
+            raw = crop(self.decode(features, style, size), image.shape[-2:], self.input_multiple)
             for name, chunk in zip(group, raw.split(batch, dim=0), strict=True):
                 outputs[name] = pool_channels(chunk, self.task_specs[name].channels)
         return outputs
