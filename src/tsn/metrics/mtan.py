@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, single_map
-from tsn.metrics.normals import NormalsMetric, _norm, _pixel_vectors
+from tsn.metrics.normals import NormalsMetric, _norm
 
 __all__ = ["LibmtlDepthMetric", "LibmtlNormalsMetric", "libmtl_depth_metric", "libmtl_normals_metric"]
 
@@ -88,15 +88,10 @@ class LibmtlNormalsMetric(NormalsMetric):
 
     protocol = "libmtl"
 
-    def update(self, pred: ArrayLike, label: ArrayLike) -> None:
-        """Add one image: ``pred`` ``3 x H x W`` vectors, ``label`` ``3 x H x W`` or ``H x W x 3`` vectors."""
-        pred, label = _pixel_vectors(pred, label)
-        valid = np.any(label != 0, axis=0) & np.any(label != self.ignore_index, axis=0)
-        if not valid.any():
-            self._n_skipped += 1
-            return
+    def pixel_angles(self, pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """The prediction L2-normalised, the label used as stored (LibMTL does not renormalise it)."""
         cosine = np.einsum("cn,cn->n", pred / _norm(pred), label)
-        self.add_errors(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))[valid])
+        return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
     def compute(self) -> MetricResult:
         result = super().compute()

@@ -91,7 +91,11 @@ class NormalsMetric:
             self._n_skipped += 1
             return
         # Scoring every pixel and then dropping the invalid ones is cheaper than gathering 3 x N valid vectors.
-        self.add_errors(angular_error(pred, label)[valid])
+        self.add_errors(self.pixel_angles(pred, label)[valid])
+
+    def pixel_angles(self, pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """Angle in degrees between ``3 x N`` predicted and label vectors, per pixel (a protocol may override it)."""
+        return angular_error(pred, label)
 
     def add_errors(self, errors: np.ndarray) -> None:
         """Add one image's angular errors (degrees, valid pixels only); protocols that measure the angle
