@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import torch
 from torch import nn
 
+from tsn.errors import TsnError
 from tsn.models.backbone import (
     UNetDecoder,
     create_encoder,
@@ -47,7 +48,14 @@ class TaskEmbeddingNet(nn.Module):
         return blocks.repeat_interleave(self.n_ones, dim=1)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.task_code(index).to(self.layers.get_parameter("1.weight_orig")))
+        return self.embed_code(self.task_code(index))
+
+    def embed_code(self, code: torch.Tensor) -> torch.Tensor:
+        """Task embeddings of arbitrary task codes (K x T*n_ones): one-hot codes, mixtures, any vector."""
+        if code.ndim != 2 or code.shape[1] != self.num_tasks * self.n_ones:
+            raise TsnError(f"a task code is a K x {self.num_tasks * self.n_ones} matrix for this model "
+                           f"({self.num_tasks} tasks x {self.n_ones}), got shape {tuple(code.shape)}")
+        return self.layers(code.to(self.layers.get_parameter("1.weight_orig")))
 
 
 class TaskSwitchingNet(DensePredictionModel):
@@ -83,6 +91,40 @@ class TaskSwitchingNet(DensePredictionModel):
     def embed(self, names: Sequence[str]) -> torch.Tensor:
         """Task embeddings ``w`` (len(names) x latent_dim)."""
         return self.task_embedding(self.task_index(names))
+
+    def task_code(self, mixture: Mapping[str, float]) -> torch.Tensor:
+        """The task code (1 x T*n_ones) of a weighted mixture of tasks, ``{"semseg": 0.7, "normals": 0.3}``.
+
+        The weights multiply each task's block of ones; the embedding network's PixelNorm then rescales the code,
+        so only the ratios between the weights matter. ``{"semseg": 1.0}`` is that task's own code.
+        """
+        names = self.task_names(list(mixture))
+        weights = torch.tensor([float(w) for w in mixture.values()], dtype=torch.float32)
+        if not torch.isfinite(weights).all() or (weights < 0).any() or float(weights.sum()) <= 0:
+            raise TsnError(f"task mixture weights must be finite, non-negative and not all zero, got {dict(mixture)}")
+        one_hot = self.task_embedding.task_code(self.task_index(names).cpu())
+        return (weights[:, None] * one_hot).sum(dim=0, keepdim=True).to(self.head.weight.device)
+
+    def decode_embeddings(self, image: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """The shared output layer's raw maps (K x N x C x H x W) for K task embeddings ``w`` (K x latent_dim).
+
+        Any embedding is accepted: a task's own (:meth:`embed`), one of a mixed code
+        (``self.task_embedding.embed_code(self.task_code({...}))``) or a point chosen in the latent space. Read
+        the result as a task with ``pool_channels(raw, spec.channels)`` and ``spec.postprocess``.
+        """
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.latent_dim:
+            raise TsnError(f"task embeddings are a K x {self.config.latent_dim} matrix for this model, "
+                           f"got shape {tuple(embeddings.shape)}")
+        features = encode(self.encoder, image, self.input_multiple)
+        batch, size = image.shape[0], padded_size(image.shape[-2:], self.input_multiple)
+        style = embeddings.to(self.head.weight).repeat_interleave(batch, dim=0)
+        raw = crop(self.decode(features, style, size), image.shape[-2:], self.input_multiple)
+        return raw.unflatten(0, (embeddings.shape[0], batch))
+
+    def decode_mixtures(self, image: torch.Tensor, mixtures: Sequence[Mapping[str, float]]) -> torch.Tensor:
+        """Raw shared-layer maps (K x N x C x H x W) for K task mixtures (see :meth:`task_code`)."""
+        codes = torch.cat([self.task_code(mixture) for mixture in mixtures])
+        return self.decode_embeddings(image, self.task_embedding.embed_code(codes))
 
     def decode(self, features: Sequence[torch.Tensor], style: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Shared decoder + output layer for a batch whose every sample carries its own task embedding."""
