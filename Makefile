@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tsn-installed
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint browser test bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,21 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/tsn
 
-test: lint
+# The headless browser of tests/serving/test_serve_browser.py: Debian's chromium and its chromedriver, installed
+# with apt-get when /usr/bin/chromedriver is missing (as root, or through sudo); otherwise one line says how.
+browser:
+	@if [ -x /usr/bin/chromedriver ] && [ -x /usr/bin/chromium ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make browser: no apt-get here; install chromium and chromedriver as /usr/bin/chromium and /usr/bin/chromedriver for the browser test"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	elif command -v sudo >/dev/null 2>&1; then \
+		sudo apt-get update -qq && sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "make browser: run 'apt-get install chromium chromium-driver' as root for the browser test"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: install

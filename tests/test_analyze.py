@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -17,10 +18,11 @@ from PIL import Image
 
 from error_model import assert_close_float32, assert_close_float64
 from tsn.cli import main
+from tsn.data.transforms import build_transforms
 from tsn.errors import TsnError
 from tsn.models import TaskSwitchingNet, build_model, model_config
 from tsn.models.checkpoint import save_checkpoint
-from tsn.studies.analysis import analyze_tsn, cosine_similarity_matrix
+from tsn.studies.analysis import PATH_SPACES, analyze_tsn, cosine_similarity_matrix, path_image, task_path
 
 DECODER = (32, 16, 16, 16, 16)
 LAYERS = [f"decoder.laterals.{i}" for i in range(5)] + [f"decoder.fuse.{i}" for i in range(4)] + ["decoder.final"]
@@ -115,3 +117,79 @@ def test_single_task_tsn_has_no_relationships() -> None:
     model = build_model(model_config("tsn_r18_synthetic", tasks=["edges"], decoder_channels=DECODER))
     with pytest.raises(TsnError, match="at least two"):
         analyze_tsn(model)
+
+
+# ------------------------------------------------------------------------------------------------ task paths
+@pytest.fixture(scope="module")
+def tsn64(tsn: TaskSwitchingNet) -> TaskSwitchingNet:
+    """The same TSN in float64, where the path's ends match the tasks' own outputs to rounding."""
+    return copy.deepcopy(tsn).double()
+
+
+def own_picture(model: TaskSwitchingNet, image: np.ndarray, task: str) -> np.ndarray:
+    tensor = build_transforms("eval", image.shape[:2], tasks=(), seed=0)({"image": image})["image"][None].double()
+    spec = model.task_specs[task]
+    with torch.no_grad():
+        return spec.render(spec.postprocess(model(tensor, task))[0].numpy())
+
+
+@pytest.mark.parametrize("space", PATH_SPACES)
+def test_a_task_path_starts_and_ends_at_the_tasks_themselves(tsn64: TaskSwitchingNet, space: str) -> None:
+    image = path_image("3", 64)
+    path = task_path(tsn64, image, "seg", "normals", steps=4, space=space)
+    assert (path.start, path.end, path.space) == ("semseg", "normals", space)
+    assert path.weights == (0.0, 1 / 3, 2 / 3, 1.0) and np.array_equal(path.image, image)
+    assert len(path.as_start) == len(path.as_end) == 4
+    for picture in (*path.as_start, *path.as_end):
+        assert picture.dtype == np.uint8 and picture.shape == (64, 64, 3)
+    np.testing.assert_array_equal(path.as_start[0], own_picture(tsn64, image, "semseg"))
+    np.testing.assert_array_equal(path.as_end[-1], own_picture(tsn64, image, "normals"))
+    assert not np.array_equal(path.as_end[1], path.as_end[0]) and not np.array_equal(path.as_end[1], path.as_end[3])
+
+
+def test_the_two_spaces_share_their_ends_but_not_their_middles(tsn64: TaskSwitchingNet) -> None:
+    image = path_image("1", 64)
+    code, embedding = (task_path(tsn64, image, "depth", "edges", steps=3, space=s) for s in PATH_SPACES)
+    for a, b in ((code.as_start[0], embedding.as_start[0]), (code.as_end[2], embedding.as_end[2])):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(code.as_start[1], embedding.as_start[1])
+
+
+@pytest.fixture(scope="module")
+def tsn_checkpoint(tsn: TaskSwitchingNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("path") / "tsn.pt", tsn)
+
+
+def test_analyze_draws_the_path_between_two_tasks(tsn_checkpoint: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = tsn_checkpoint
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photo)
+    args = ["analyze", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "out"), "--path", "semseg", "depth",
+            "--steps", "3", "--image", str(photo)]  # any size: the network pads and crops
+    assert main(args) == 0
+    assert "path_semseg_depth.png" in capsys.readouterr().out
+    assert (tmp_path / "out" / "analysis.json").is_file()
+    with Image.open(tmp_path / "out" / "path_semseg_depth.png") as figure:
+        assert figure.format == "PNG" and figure.size[0] > figure.size[1] > 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--path", "semseg", "seg"], "two different tasks, got 'semseg' twice"),
+        (["--path", "semseg", "albedo"], "this model has no task 'albedo'"),
+        (["--path", "semseg", "bogus"], "unknown task 'bogus'"),
+        (["--path", "semseg", "depth", "--steps", "1"], "at least 2 steps"),
+        (["--path", "semseg", "depth", "--image", "missing.png"], "--image"),
+        (["--path", "semseg", "depth", "--image", "4", "--size", "48"], "multiple of 32"),
+    ],
+)
+def test_a_bad_path_is_one_line_and_writes_nothing(tsn_checkpoint: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str], extra: list[str],
+                                                   message: str) -> None:
+    checkpoint = tsn_checkpoint
+    assert main(["analyze", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()

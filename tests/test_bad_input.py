@@ -253,6 +253,19 @@ OPTION_CASES: dict[str, tuple[Case, str]] = {
     "demo --train-images 0": (lambda f, w: ["demo", "--train-images", "0"], "--train-images must be at least 1"),
     "demo --set optim.lr=0": (lambda f, w: ["demo", "--set", "optim.lr=0"], "config optim.lr must be greater than 0"),
     "reproduce --jobs 0": (lambda f, w: ["reproduce", "--jobs", "0"], "--jobs must be at least 1, got 0"),
+    "train --label-fraction without =": (
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--label-fraction", "semseg", "--out", str(w / "r")],
+        "--label-fraction 'semseg': expected TASK=FRACTION"),
+    "train --label-fraction 0": (
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--label-fraction", "semseg=0", "--out", str(w / "r")],
+        "config label_fractions.semseg must lie in (0, 1], got 0.0"),
+    "train --label-fraction 1.5": (
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--label-fraction", "depth=1.5", "--out", str(w)],
+        "config label_fractions.depth must lie in (0, 1], got 1.5"),
+    "train --label-fraction of a task the run lacks": (
+        lambda f, w: ["train", "--config", "tsn_r10t_synthetic", "--set", "model.tasks=[semseg,depth]",
+                      "--label-fraction", "normals=0.5", "--out", str(w / "r")],
+        "config label_fractions names 'normals', which is not a task of this run (semseg, depth)"),
     "reproduce --workers -1": (lambda f, w: ["reproduce", "--workers", "-1"], "--workers must be at least 0"),
     "reproduce --set optim.lr=-1": (
         lambda f, w: ["reproduce", "--set", "optim.lr=-1"], "config optim.lr must be greater than 0, got -1.0"),

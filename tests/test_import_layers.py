@@ -22,6 +22,7 @@ LEVELS: list[set[str]] = [
     {"evaluation"},
     {"training"},
     {"studies"},
+    {"serving"},  # tsn serve: the page may train the demo model (studies) when there is no checkpoint yet
     {"commands"},
     {"plugins"},  # imports user modules (which may use anything) before a command runs
     {"cli"},

@@ -53,6 +53,9 @@ def test_every_task_holds_a_kind_and_keeps_its_file_name() -> None:
     assert {name: spec.kind.name for name, spec in TASKS.items()} == {
         "semseg": "classes", "human_parts": "classes", "edges": "binary", "normals": "unit_vector",
         "saliency": "binary", "depth": "scalar",
+        # the synthetic scenes' extra tasks (dataset synthetic_full)
+        "albedo": "scalar", "shading": "scalar", "unlit": "binary", "material": "classes", "contours": "binary",
+        "occlusion": "binary", "boundary_distance": "scalar",
     }
     assert all(spec.output == spec.kind.name and KINDS[spec.output] == spec.kind for spec in TASKS.values())
     assert get_kind("Binary") is BINARY and get_kind(SCALAR) is SCALAR

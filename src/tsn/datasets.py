@@ -137,7 +137,10 @@ class DatasetSpec:
         chosen = list(self.tasks) if everything else [get_task(n).name for n in names]  # type: ignore[union-attr]
         missing = [n for n in chosen if n not in self.tasks]
         if missing:
-            raise TsnError(f"dataset {self.name!r} has no task {missing[0]!r}; its tasks: {', '.join(self.tasks)}")
+            elsewhere = [name for name, spec in _REGISTRY.items() if missing[0] in spec.tasks]
+            hint = f" (datasets with it: {', '.join(elsewhere)})" if elsewhere else ""
+            raise TsnError(f"dataset {self.name!r} has no task {missing[0]!r}; its tasks: {', '.join(self.tasks)}"
+                           + hint)
         specs = resolve_tasks(chosen, self.tasks)
         return tuple(
             spec.with_channels(spec.channels, self.class_names[spec.name]) if spec.name in self.class_names else spec
@@ -282,6 +285,16 @@ for _spec in (
             split="val", metrics={"depth": _LIBMTL_METRICS["depth"]},
             reported={task: _LIBMTL_REPORTED[task] for task in ("semseg", "depth")}, scores_saved_files=False,
         ),
+    ),
+    DatasetSpec(
+        name="synthetic_full", title="Synthetic multi-task scenes, all 13 tasks (embedded)",
+        # The same scenes as synthetic with the seven extra labels of tsn.data.synthetic_render.EXTRA_LABELS; a
+        # dataset of its own so that synthetic (the demo's) keeps its six tasks, its presets and its caches.
+        tasks={"semseg": 7, "human_parts": 7, "edges": 1, "normals": 3, "saliency": 1, "depth": 1, "albedo": 1,
+               "shading": 1, "unlit": 1, "material": 5, "contours": 1, "occlusion": 1, "boundary_distance": 1},
+        loader="tsn.data.synthetic:SyntheticScenesFull", splits=("train", "val", "test"), generated=True,
+        aliases=("synthetic13",),
+        evaluation=EvaluationProtocol(split="test", edge_protocol="astmt", depth_protocol="pooled"),
     ),
 ):
     register_dataset(_spec)

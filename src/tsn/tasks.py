@@ -188,6 +188,45 @@ TASKS: dict[str, TaskSpec] = {
             loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
             label_interpolation="bilinear", prediction_interpolation="bilinear",
         ),
+        # The synthetic scenes' extra tasks (dataset synthetic_full, tsn.data.synthetic_render.EXTRA_LABELS).
+        # Weights bring each loss near the scale of the others at initialisation: maps in [0, 1] x10 (as normals),
+        # pixel distances x1 (as depth in metres), batch-balanced binary maps x5 (as saliency).
+        TaskSpec(
+            name="albedo", title="Albedo (luminance)", channels=1, kind=SCALAR,
+            loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+            label_interpolation="bilinear", prediction_interpolation="bilinear", aliases=("reflectance",),
+        ),
+        TaskSpec(
+            name="shading", title="Shading", channels=1, kind=SCALAR,
+            loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+            label_interpolation="bilinear", prediction_interpolation="bilinear",
+        ),
+        TaskSpec(
+            name="unlit", title="Unlit (no direct light)", channels=1, kind=BINARY,
+            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+            label_interpolation="nearest", prediction_interpolation="bilinear",
+        ),
+        TaskSpec(
+            name="material", title="Material", channels=5, kind=CLASSES,
+            loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+            label_interpolation="nearest", prediction_interpolation="nearest",
+            class_names=("sky", "plain", "stripes", "checks", "noise"), aliases=("materials",),
+        ),
+        TaskSpec(
+            name="contours", title="Instance contours", channels=1, kind=BINARY,
+            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("instance_contours",),
+        ),
+        TaskSpec(
+            name="occlusion", title="Occlusion boundaries", channels=1, kind=BINARY,
+            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("occlusion_boundaries",),
+        ),
+        TaskSpec(
+            name="boundary_distance", title="Distance to the nearest boundary", channels=1, kind=SCALAR,
+            loss="scalar_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+            label_interpolation="bilinear", prediction_interpolation="bilinear",
+        ),
     )
 }
 """Every known task by canonical name, with PASCAL-Context's channel counts."""

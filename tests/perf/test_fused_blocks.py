@@ -13,6 +13,7 @@ from error_model import assert_close_float32, assert_close_float64, network_redu
 from tsn.models import build_model, create_model, model_config
 from tsn.models.fused import FusedAdaINConvBlock, adain_leaky_relu, fuse_adain_blocks, unfuse_adain_blocks
 from tsn.models.layers import AdaINConvBlock, modulate
+from tsn.models.tsn import _activation_dtype
 
 
 def test_adain_leaky_relu_golden_values() -> None:
@@ -150,14 +151,52 @@ def test_fast_model_matches_the_authors_way_on_every_task() -> None:
 
 
 def test_decoding_in_several_calls_changes_nothing() -> None:
-    """The memory bound of predict_tasks (decode_pixels) splits the tasks over calls without changing outputs."""
+    """The memory budget of predict_tasks (decode_bytes) splits the tasks over calls without changing outputs."""
     torch.manual_seed(0)
     model = create_model("tsn_r18_pascal").eval()
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         together = model(image)
-        model.decode_pixels = 2 * 64 * 64  # two tasks per call: calls of 2, 2 and 1 task
+        features = model.encoder(image)
+        model.decode_bytes = 2 * model.decoder_bytes_per_task(features, (64, 64), torch.float32)
+        assert model.tasks_per_call(features, (64, 64), 1, torch.float32) == 2  # equal groups of 5: 1 per call
         apart = model(image)
+        fast = fuse_adain_blocks(model.to(memory_format=torch.channels_last))
+        fast_apart = fast(image.contiguous(memory_format=torch.channels_last))
     assert list(apart) == list(together)
     for task in together:
         assert_close_float32(apart[task], together[task], reduction=network_reductions(model), what=task)
+        assert_close_float32(fast_apart[task], together[task], reduction=network_reductions(model), what=task)
+
+
+def test_byte_budget_streaming_equals_one_call_in_float64() -> None:
+    """One task per call (the default budget at 512 px) vs every task in one call: the same maths, float64."""
+    torch.manual_seed(0)
+    model = create_model("tsn_r18_pascal").double().eval()
+    image = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        model.decode_bytes = 2**62
+        together = model(image)
+        model.decode_bytes = 0  # below any task: one per call
+        apart = model(image)
+    for task in together:
+        assert_close_float64(apart[task], together[task], reduction=network_reductions(model), what=task)
+
+
+def test_the_budget_knows_the_dtype_and_the_default_streams_large_images() -> None:
+    """Bytes per task follow the element size (autocast's dtype included); float64 at 512 x 512, batch 2 (which
+    exhausted 23 GB in one call) decodes one task per call within the default budget."""
+    with torch.device("meta"):
+        model = create_model("tsn_r18_pascal")
+        features = model.encoder(torch.empty(1, 3, 512, 512))
+        small = model.encoder(torch.empty(1, 3, 64, 64))
+    size = (512, 512)
+    single = model.decoder_bytes_per_task(features, size, torch.float32)
+    assert model.decoder_bytes_per_task(features, size, torch.float64) == 2 * single
+    assert model.decoder_bytes_per_task(features, size, torch.bfloat16) == single // 2
+    assert model.tasks_per_call(features, size, 2, torch.float64) == 1
+    assert model.tasks_per_call(features, size, 1, torch.float32) == 1
+    assert model.tasks_per_call(small, (64, 64), 1, torch.float32) >= len(model.tasks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _activation_dtype(torch.empty(1)) == torch.bfloat16
+    assert _activation_dtype(torch.empty(1, dtype=torch.float64)) == torch.float64

@@ -1,4 +1,5 @@
-"""``tsn analyze``: how a TSN relates its tasks (task-embedding and AdaIN similarities, task dendrogram)."""
+"""``tsn analyze``: how a TSN relates its tasks (task-embedding and AdaIN similarities, task dendrogram), and what
+it outputs along the path between two tasks."""
 
 from __future__ import annotations
 
@@ -6,27 +7,48 @@ import argparse
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
-HELP = "analyse a TSN's task embeddings: task similarities and a task dendrogram"
+HELP = "analyse a TSN's task embeddings: task similarities, a task dendrogram and the path between two tasks"
 DESCRIPTION = (
     "Compare the tasks of a Task Switching Network by the cosine similarity of their learned embeddings and of "
     "every AdaIN layer's (scale, shift), and cluster them. Writes OUT/analysis.json, OUT/similarity.png and "
-    "OUT/dendrogram.png."
+    "OUT/dendrogram.png. With --path START END, also draws OUT/path_START_END.png: for one image, the outputs at "
+    "--steps points of the straight line from START's task code to END's (or between their embeddings), each "
+    "read as START and as END."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tsn.studies.analysis import PATH_SPACES
+
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="tsn checkpoint of a TSN")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--path", nargs=2, metavar=("START", "END"),
+                        help="draw the outputs along the path between these two tasks of the model")
+    parser.add_argument("--steps", type=int, default=7, help="points on the path, both ends included (default 7)")
+    parser.add_argument("--image", default="0", metavar="IMG_OR_INDEX",
+                        help="image of the path: an image file, or the index of a synthetic test scene (default 0)")
+    parser.add_argument("--size", type=int, default=64,
+                        help="side of a synthetic scene given by index, in pixels (default 64)")
+    parser.add_argument("--space", choices=PATH_SPACES, default="code",
+                        help="the path is straight between the task codes (mixtures, default) or the embeddings")
 
 
 def run(args: argparse.Namespace) -> int:
     from tsn.models.checkpoint import load_model
-    from tsn.studies.analysis import analyze_tsn, write_analysis
+    from tsn.studies.analysis import analyze_tsn, path_image, task_path, write_analysis, write_task_path
     from tsn.utils.checks import ensure_writable_dir
 
     ensure_writable_dir(args.output, "-o/--output", create=False)  # created when the results are written
-    analysis = analyze_tsn(load_model(args.checkpoint))
+    model = load_model(args.checkpoint)
+    analysis = analyze_tsn(model)
+    # The path is computed before anything is written, so that a bad --path, --steps or --image writes nothing.
+    walk = None
+    if args.path:
+        start, end = args.path
+        walk = task_path(model, path_image(args.image, args.size), start, end, args.steps, args.space)
     paths = write_analysis(analysis, args.output, checkpoint=str(args.checkpoint))
+    if walk is not None:
+        paths.append(write_task_path(walk, args.output, model))
     first, second, cosine = analysis.most_similar_pair()
     print(
         f"{len(analysis.tasks)} tasks, {len(analysis.layers)} AdaIN layers; most similar embeddings: "

@@ -25,16 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny images (64 px), batches 1 and 2, one repeat, no compilation: a smoke run")
     parser.add_argument("--sizes", type=_ints, help="image sides, comma-separated (default 512)")
     parser.add_argument("--batches", type=_ints, help="inference batch sizes (default 1,8)")
+    parser.add_argument("--backbone", metavar="TIMM_NAME",
+                        help="measure the preset's TSN with another timm encoder (e.g. convnext_tiny, "
+                             "vit_small_patch14_dinov2; random weights)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per configuration (median reported; default 2)")
+    parser.add_argument("--repeats", type=int,
+                        help="timed repeats per configuration at the first batch size (median reported; default 2; "
+                             "1 at the other batch sizes)")
     parser.add_argument("--train-size", type=int, help="training image side (default 512)")
     parser.add_argument("--train-batch", type=int, help="training batch size (default 2)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast configurations")
     parser.add_argument("--no-onnx", action="store_true", help="leave onnxruntime out")
     parser.add_argument("--tune-allocator", action="store_true",
-                        help="CPU: let glibc keep freed memory in the fast configurations' worker processes "
-                             "(process-wide mallopt; the documented figures use it)")
+                        help="CPU: let glibc keep freed memory in the processes of the fast configurations and "
+                             "of the tuned baselines (process-wide mallopt; the documented figures use it)")
     parser.add_argument("-o", "--output", help="results JSON (default benchmarks/results/<device>.json)")
 
 
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "sizes": args.sizes, "batches": args.batches, "device": args.device, "repeats": args.repeats,
         "train_size": args.train_size, "train_batch": args.train_batch, "threads": args.threads,
+        "backbone": args.backbone,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.no_compile:

@@ -6,7 +6,7 @@ import argparse
 
 from tsn.errors import TsnError
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "check_run_dir"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "check_run_dir", "label_fraction_overrides"]
 
 HELP = "train a model from a config preset or YAML file (multi-GPU with torchrun), or resume an interrupted run"
 DESCRIPTION = (
@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, repeatable: --set optim.lr=3e-4 --set data.num_workers=4")
+    parser.add_argument("--label-fraction", dest="label_fractions", action="append", default=[],
+                        metavar="TASK=FRACTION",
+                        help="train on partially labelled data: keep the labels of this fraction (0 < f <= 1) of the "
+                             "training images for TASK, repeatable (config label_fractions; docs/training.md)")
+    parser.add_argument("--pretrained-file", metavar="PATH",
+                        help="load the backbone's weights from this local file (a machine without network); "
+                             "the same as --set model.pretrained_file=PATH")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the packaged config presets and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or console log (log file only)")
@@ -44,12 +51,26 @@ def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
                        f"`tsn train --resume {folder}` or choose another {option}")
 
 
+def label_fraction_overrides(items: list[str]) -> list[str]:
+    """``--label-fraction semseg=0.25`` -> the override ``label_fractions.semseg=0.25`` (checked with the config)."""
+    overrides = []
+    for item in items:
+        task, sep, value = item.partition("=")
+        if not sep or not task.strip() or not value.strip():
+            raise TsnError(f"--label-fraction {item!r}: expected TASK=FRACTION, e.g. --label-fraction semseg=0.25")
+        overrides.append(f"label_fractions.{task.strip()}={value.strip()}")
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from tsn.training import list_presets, load_config, resume_config, train
 
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
+    args.overrides = [*args.overrides, *label_fraction_overrides(args.label_fractions)]
+    if args.pretrained_file:
+        args.overrides = [*args.overrides, f"model.pretrained_file={args.pretrained_file}"]
     if args.resume:
         if args.config or (args.out and args.out != args.resume):
             raise TsnError("--resume continues a run with its own config.yaml and folder; drop --config / --out "

@@ -5,7 +5,8 @@ Every dataset of the registry (:mod:`tsn.datasets`: ``synthetic``, ``pascal_cont
 
     {"image": uint8 H x W x 3 RGB, <task>: float32 label, ..., "meta": {"id": str, "size": (H, W), "dataset": str}}
 
-and :func:`tsn.data.transforms.build_transforms` turns it into tensors. :func:`build_dataset` builds any of them
+(plus, for partially labelled data, ``"labelled": {task: bool}``: :mod:`tsn.data.partial`) and
+:func:`tsn.data.transforms.build_transforms` turns it into tensors. :func:`build_dataset` builds any of them
 by name (the class is the one its :class:`~tsn.datasets.DatasetSpec` names); :func:`collate` batches transformed
 samples (``meta`` stays a list of dicts).
 """
@@ -22,6 +23,7 @@ from typing import Any, Union
 from torch.utils.data import Dataset, default_collate
 
 from tsn.data.nyud import NYUD
+from tsn.data.partial import PartialLabels
 from tsn.data.pascal_context import PascalContext
 from tsn.data.readers import Transform
 from tsn.data.transforms import build_transforms
@@ -37,6 +39,7 @@ __all__ = [
     "build_transforms",
     "PascalContext",
     "NYUD",
+    "PartialLabels",
 ]
 
 _PASSED_BY_BUILD_DATASET = ("self", "split", "tasks", "transform", "root")

@@ -1,8 +1,8 @@
 """The embedded benchmark: procedural multi-task scenes (see ``synthetic-benchmark.md``).
 
 A scene is a small 3D world (ground, optional back wall, 1-5 objects among sphere, box, cylinder, cone or
-capsule and an articulated figure) ray-cast analytically by :mod:`tsn.data.synthetic_render`. Its six labels are
-exact and follow the real datasets' conventions:
+capsule and an articulated figure) ray-cast analytically by :mod:`tsn.data.synthetic_render`. The ``synthetic``
+dataset has six labels, exact and in the real datasets' conventions:
 
 * ``semseg``: class ids of :data:`SEMSEG_CLASSES` (the back wall counts as background, like the sky);
 * ``human_parts``: ids of :data:`PART_CLASSES` on figure pixels, all 0 when no figure is visible;
@@ -10,6 +10,11 @@ exact and follow the real datasets' conventions:
 * ``normals``: camera-space unit normals (x right, y up, z towards the camera), zero vector on the sky;
 * ``saliency``: 1 on object pixels (not ground, wall or sky);
 * ``depth``: metres along the optical axis, 0 on the sky.
+
+The ``synthetic_full`` dataset (:class:`SyntheticScenesFull`) is the same scenes with seven more exact labels
+(:data:`~tsn.data.synthetic_render.EXTRA_LABELS`): ``albedo``, ``shading``, ``unlit``, ``material``,
+``contours``, ``occlusion`` and ``boundary_distance``. The extra labels are rendered only for that dataset, so
+``synthetic`` (the demo's) keeps its samples, its speed and its cache files.
 
 Every sample is a pure function of ``(seed, split, index, size)``. A split is rendered once, in parallel, and
 cached compressed in ``cache_dir("synthetic")``; later runs load it in well under a second.
@@ -25,14 +30,14 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from tsn.data.paths import cache_dir
-from tsn.data.synthetic_render import render, sample_scene
+from tsn.data.synthetic_render import EXTRA_LABELS, Rendering, render, sample_scene
 from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
 from tsn.utils.io import atomic_write
@@ -46,6 +51,7 @@ __all__ = [
     "scene_rng",
     "render_scene",
     "SyntheticScenes",
+    "SyntheticScenesFull",
 ]
 
 SEMSEG_CLASSES = ("background", "ground", "sphere", "box", "cylinder", "cone_or_capsule", "figure")
@@ -60,10 +66,12 @@ SPLITS = tuple(DEFAULT_LENGTHS)
 GENERATOR_VERSION = 1
 """Part of the cache key: bump it whenever a change to the generator changes any sample."""
 
-_TASKS = tuple(spec.name for spec in dataset_tasks("synthetic"))
-_STORED_DTYPES = {"image": np.uint8} | {spec.name: spec.kind.stored_dtype for spec in dataset_tasks("synthetic")}
-"""On-disk dtype per array, from the output kind: class ids and {0, 1} maps fit uint8 exactly; normals and depth
-stay float32."""
+
+def _stored_dtypes(dataset: str) -> dict[str, type]:
+    """On-disk dtype per array of ``dataset``'s cache, from the output kind: class ids and {0, 1} maps fit uint8
+    exactly; normals, depth and the other real-valued maps stay float32."""
+    return {"image": np.uint8} | {spec.name: spec.kind.stored_dtype for spec in dataset_tasks(dataset)}
+
 _CHUNK = 64
 """Scenes per worker task: large enough to amortise inter-process transfer, small enough for smooth progress."""
 
@@ -84,30 +92,38 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(split.encode()), int(index)]))
 
 
-def render_scene(seed: int, split: str, index: int, size: int) -> dict[str, Any]:
-    """Sample dict of scene ``index`` of ``split`` at ``size x size``: image, all six labels and meta.
+def render_scene(seed: int, split: str, index: int, size: int, tasks: Sequence[str] | None = None,
+                 dataset: str = "synthetic") -> dict[str, Any]:
+    """Sample dict of scene ``index`` of ``split`` at ``size x size``: image, the labels of ``tasks`` (default:
+    every task of ``dataset``, ``synthetic`` or ``synthetic_full``) and meta. Only the labels asked are rendered.
 
     Pure and deterministic: the same arguments give byte-identical arrays on every run.
     """
     if size < 2:
         raise TsnError(f"synthetic image size must be at least 2 pixels (got {size})")
-    rendering = render(sample_scene(scene_rng(seed, split, index)), size)
+    names = [spec.name for spec in dataset_tasks(dataset, tasks)]
+    rendering = render(sample_scene(scene_rng(seed, split, index)), size, [n for n in names if n in EXTRA_LABELS])
     sample: dict[str, Any] = {"image": rendering.image}
-    sample.update({name: getattr(rendering, name) for name in _TASKS})
-    sample["meta"] = _meta(split, index, size)
+    sample.update({name: _label(rendering, name) for name in names})
+    sample["meta"] = _meta(split, index, size, dataset)
     return sample
 
 
-def _meta(split: str, index: int, size: int) -> dict[str, Any]:
-    return {"id": f"{split}_{index:06d}", "size": (size, size), "dataset": "synthetic"}
+def _label(rendering: Rendering, name: str) -> np.ndarray:
+    return rendering.extras[name] if name in EXTRA_LABELS else getattr(rendering, name)
+
+
+def _meta(split: str, index: int, size: int, dataset: str) -> dict[str, Any]:
+    return {"id": f"{split}_{index:06d}", "size": (size, size), "dataset": dataset}
 
 
 # ------------------------------------------------------------------------------------------------ split cache
-def _render_range(seed: int, split: str, size: int, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Scenes ``start..stop-1`` stacked per key in their on-disk dtypes (a worker's unit of work)."""
-    samples = [render_scene(seed, split, index, size) for index in range(start, stop)]
+def _render_range(seed: int, split: str, size: int, start: int, stop: int,
+                  dataset: str = "synthetic") -> dict[str, np.ndarray]:
+    """Scenes ``start..stop-1`` of ``dataset`` stacked per key in their on-disk dtypes (a worker's unit of work)."""
+    samples = [render_scene(seed, split, index, size, dataset=dataset) for index in range(start, stop)]
     return {key: np.stack([s[key] for s in samples]).astype(dtype, copy=False)
-            for key, dtype in _STORED_DTYPES.items()}
+            for key, dtype in _stored_dtypes(dataset).items()}
 
 
 def _worker_count(requested: int | None, chunks: int) -> int:
@@ -115,7 +131,8 @@ def _worker_count(requested: int | None, chunks: int) -> int:
     return max(1, min(requested or available, chunks))
 
 
-def _render_split(seed: int, split: str, size: int, length: int, workers: int | None) -> dict[str, np.ndarray]:
+def _render_split(seed: int, split: str, size: int, length: int, workers: int | None,
+                  dataset: str = "synthetic") -> dict[str, np.ndarray]:
     """Render a whole split, chunk by chunk, on a process pool when there is more than one chunk and one core.
 
     A tqdm bar appears when rendering takes more than a second.
@@ -126,10 +143,10 @@ def _render_split(seed: int, split: str, size: int, length: int, workers: int | 
     parts: list[dict[str, np.ndarray]] = []
     with contextlib.ExitStack() as stack:
         mapper = stack.enter_context(concurrent.futures.ProcessPoolExecutor(n_workers)).map if n_workers > 1 else map
-        progress = stack.enter_context(tqdm(total=length, desc=f"synthetic {split} {size}px", unit="img",
+        progress = stack.enter_context(tqdm(total=length, desc=f"{dataset} {split} {size}px", unit="img",
                                             delay=1.0, file=sys.stderr))
         n = len(starts)
-        for part in mapper(_render_range, [seed] * n, [split] * n, [size] * n, starts, stops):
+        for part in mapper(_render_range, [seed] * n, [split] * n, [size] * n, starts, stops, [dataset] * n):
             parts.append(part)
             progress.update(len(part["image"]))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -141,17 +158,18 @@ def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
 
-def _load_arrays(path: Path, length: int, size: int) -> dict[str, np.ndarray] | None:
-    """The cached split at ``path``, or None when it is missing, unreadable or not of the expected layout."""
+def _load_arrays(path: Path, length: int, size: int, dataset: str = "synthetic") -> dict[str, np.ndarray] | None:
+    """The cached split at ``path``, or None when it is missing, unreadable or not of ``dataset``'s layout."""
     if not path.is_file():
         return None
+    dtypes = _stored_dtypes(dataset)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in _STORED_DTYPES}
+            arrays = {key: archive[key] for key in dtypes}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     for key, array in arrays.items():
-        if array.dtype != _STORED_DTYPES[key] or array.shape[:3] != (length, size, size):
+        if array.dtype != dtypes[key] or array.shape[:3] != (length, size, size):
             return None
     return arrays
 
@@ -165,13 +183,18 @@ class SyntheticScenes(torch.utils.data.Dataset):
         size: image side in pixels, a multiple of 32.
         length: number of scenes; default :data:`DEFAULT_LENGTHS` of the split.
         seed: dataset seed; scene ``i`` depends only on ``(seed, split, i, size)``.
-        tasks: task names (aliases allowed) to include; None = all six.
+        tasks: task names (aliases allowed) to include; None = all six (all thirteen for
+            :class:`SyntheticScenesFull`).
         transform: callable applied to each sample dict.
         cache: render the split once and keep it in a compressed file (loaded into memory); if False, every
-            ``__getitem__`` renders its scene (no disk, little memory, ~4 ms per 64 px scene).
+            ``__getitem__`` renders its scene and only the labels of ``tasks`` (no disk, little memory, ~4 ms per
+            64 px scene).
         cache_root: folder for the cache file; default ``cache_dir("synthetic")``.
         workers: processes rendering a split that is not cached yet; default: every available core.
     """
+
+    dataset: ClassVar[str] = "synthetic"
+    """The registered dataset this class serves: it decides the labels, the cache file and ``meta["dataset"]``."""
 
     def __init__(
         self,
@@ -194,21 +217,21 @@ class SyntheticScenes(torch.utils.data.Dataset):
         if seed < 0:
             raise TsnError(f"synthetic seed must be >= 0 (got {seed})")
         self.split, self.size, self.length, self.seed = split, size, length, seed
-        self.tasks = tuple(spec.name for spec in dataset_tasks("synthetic", tasks))
+        self.tasks = tuple(spec.name for spec in dataset_tasks(self.dataset, tasks))
         self.transform = transform
         self.cache_path: Path | None = None
         self._arrays: dict[str, np.ndarray] | None = None
         if cache:
             folder = Path(cache_root).expanduser() if cache_root is not None else cache_dir("synthetic")
-            name = f"synthetic-v{GENERATOR_VERSION}-seed{seed}-{split}-{size}px-n{length}.npz"
+            name = f"{self.dataset}-v{GENERATOR_VERSION}-seed{seed}-{split}-{size}px-n{length}.npz"
             self.cache_path = folder / name
             self._arrays = self._load_or_render(workers)
 
     def _load_or_render(self, workers: int | None) -> dict[str, np.ndarray]:
         assert self.cache_path is not None
-        arrays = _load_arrays(self.cache_path, self.length, self.size)
+        arrays = _load_arrays(self.cache_path, self.length, self.size, self.dataset)
         if arrays is None:
-            arrays = _render_split(self.seed, self.split, self.size, self.length, workers)
+            arrays = _render_split(self.seed, self.split, self.size, self.length, workers, self.dataset)
             try:
                 _save_arrays(self.cache_path, arrays)
             except OSError as error:
@@ -223,11 +246,18 @@ class SyntheticScenes(torch.utils.data.Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a synthetic split of {self.length} scenes")
         if self._arrays is None:
-            full = render_scene(self.seed, self.split, index, self.size)
-            sample = {key: full[key] for key in ("image", *self.tasks, "meta")}
+            sample = render_scene(self.seed, self.split, index, self.size, self.tasks, self.dataset)
         else:
             # Copies (the float32 conversion is one), so that in-place transforms cannot alter the cache.
             sample = {"image": self._arrays["image"][index].copy()}
             sample.update({name: self._arrays[name][index].astype(np.float32) for name in self.tasks})
-            sample["meta"] = _meta(self.split, index, self.size)
+            sample["meta"] = _meta(self.split, index, self.size, self.dataset)
         return self.transform(sample) if self.transform is not None else sample
+
+
+class SyntheticScenesFull(SyntheticScenes):
+    """The same scenes with all thirteen labels: the six of ``synthetic`` and
+    :data:`~tsn.data.synthetic_render.EXTRA_LABELS` (the ``synthetic_full`` dataset; arguments as
+    :class:`SyntheticScenes`). Its cache is a file of its own, so the six-task cache stays as it is."""
+
+    dataset: ClassVar[str] = "synthetic_full"

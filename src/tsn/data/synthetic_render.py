@@ -7,6 +7,10 @@ World frame: metres, ``y`` up, ground plane ``y = 0``. The camera stands at ``(0
 Hit ids: ``0`` is the sky, ``1`` the ground, ``2`` the back wall, ``3..`` the object primitives. Instance ids:
 ``0`` sky, ``1`` ground, ``2`` wall, ``3 + k`` the k-th object (a figure is one instance made of ten primitives).
 
+:func:`render` always returns the six labels of :class:`Rendering`; the labels of :data:`EXTRA_LABELS` (albedo,
+shading, shadow, material, instance contours, occlusion boundaries, distance to the nearest boundary) are computed
+only when asked, so that a caller that does not use them pays nothing and the six stay byte-identical.
+
 Determinism: per-pixel arithmetic uses only ``+ - * /``, ``sqrt`` and ``floor`` (correctly rounded in IEEE 754),
 never BLAS or vectorised transcendental functions, so the pixels do not depend on the CPU's SIMD level; the
 per-scene trigonometry runs in Python's ``math``.
@@ -19,12 +23,16 @@ import colorsys
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy import ndimage
 from skimage.morphology import thin
+
+from tsn.errors import TsnError
 
 __all__ = [
     "SHAPES",
@@ -36,6 +44,10 @@ __all__ = [
     "sample_scene",
     "render",
     "instance_edges",
+    "instance_contours",
+    "boundary_distance",
+    "EXTRA_LABELS",
+    "LUMA",
 ]
 
 FLOAT = np.float32
@@ -58,6 +70,17 @@ SHAPES = ("plane", "sphere", "capsule", "box", "cylinder", "cone")
 """
 
 PATTERNS = ("plain", "stripes", "checks", "noise")
+
+EXTRA_LABELS = ("albedo", "shading", "unlit", "material", "contours", "occlusion", "boundary_distance")
+"""Labels beyond the six of :class:`Rendering` that :func:`render` computes on request (``extras``), all float32
+``H x W``: ``albedo`` (luminance :data:`LUMA` of the surface colour, 0 on the sky), ``shading`` (the factor the
+albedo is multiplied by: ambient + Lambert term of the light where nothing blocks it, 0 on the sky), ``unlit``
+(1 where a surface receives no direct light: facing away or in a cast shadow), ``material`` (1 + the index of the
+surface's pattern in :data:`PATTERNS`, 0 on the sky), ``contours`` (:func:`instance_contours`), ``occlusion``
+(contour pixels whose surface hides the neighbouring instance) and ``boundary_distance``
+(:func:`boundary_distance`)."""
+LUMA = (0.299, 0.587, 0.114)
+"""Rec. 601 weights of the albedo luminance (the grey level the ``albedo`` label holds)."""
 
 # Semantic classes and figure parts (names in tsn.data.synthetic).
 SKY_OR_WALL, GROUND, SPHERE, BOX, CYLINDER, CONE_OR_CAPSULE, FIGURE = range(7)
@@ -148,6 +171,8 @@ class Rendering(NamedTuple):
     saliency: np.ndarray
     depth: np.ndarray
     """float32 ``H x W`` distance along the optical axis, 0 on the sky."""
+    extras: Mapping[str, np.ndarray] = MappingProxyType({})
+    """The labels of :data:`EXTRA_LABELS` asked of :func:`render`, by name."""
 
 
 class _SceneBuilder:
@@ -623,10 +648,49 @@ def instance_edges(instance: np.ndarray) -> np.ndarray:
     return thin(edges)
 
 
-def render(scene: Scene, size: int) -> Rendering:
-    """Ray-cast ``scene`` into a ``size x size`` image and its exact labels."""
+def instance_contours(instance: np.ndarray) -> np.ndarray:
+    """Both sides of every instance boundary, as a bool map: pixels with a 4-neighbour of another instance.
+
+    Unlike :func:`instance_edges` (one side, thinned), the map is symmetric, so it commutes with flips and
+    transposes, and it contains every pixel of an occlusion boundary.
+    """
+    contours = np.zeros(instance.shape, dtype=bool)
+    rows, columns = instance[1:, :] != instance[:-1, :], instance[:, 1:] != instance[:, :-1]
+    contours[1:, :] |= rows
+    contours[:-1, :] |= rows
+    contours[:, 1:] |= columns
+    contours[:, :-1] |= columns
+    return contours
+
+
+def boundary_distance(instance: np.ndarray) -> np.ndarray:
+    """float32 Euclidean distance, in pixels, from each pixel centre to the nearest pixel of another instance.
+
+    It is exactly 1 on :func:`instance_contours` and above 1 elsewhere; per instance it is the exact distance
+    transform (``scipy.ndimage.distance_transform_edt``) of that instance's mask. An image of a single instance
+    has no boundary: there the distance is the image diagonal, longer than any distance inside the image.
+    """
+    distance = np.full(instance.shape, math.hypot(*instance.shape), dtype=np.float64)
+    ids, labelled = np.unique(instance, return_inverse=True)
+    if ids.size > 1:
+        # Each instance within its bounding box grown by one pixel: that ring holds only other instances and is
+        # nearer to every inside pixel than anything beyond it, so the crop's transform is the whole image's.
+        for k, box in enumerate(ndimage.find_objects(labelled.reshape(instance.shape) + 1)):
+            assert box is not None  # every label of np.unique occurs
+            grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+            mask = instance[grown] == ids[k]
+            distance[grown][mask] = ndimage.distance_transform_edt(mask)[mask]
+    return distance.astype(FLOAT)
+
+
+def render(scene: Scene, size: int, extras: Collection[str] = ()) -> Rendering:
+    """Ray-cast ``scene`` into a ``size x size`` image and its exact labels, plus the ``extras`` asked (names of
+    :data:`EXTRA_LABELS`), which cost nothing when not asked."""
+    unknown = sorted(set(extras) - set(EXTRA_LABELS))
+    if unknown:
+        raise TsnError(f"unknown synthetic label {unknown[0]!r}; the extra labels are: {', '.join(EXTRA_LABELS)}")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _render(scene, size)
+        return _render(scene, size, frozenset(extras))
 
 
 def _camera_rays(camera: Camera, size: int) -> tuple[Vec3, Vec3, np.ndarray]:
@@ -660,8 +724,9 @@ def _unit_normals(scene: Scene, x: Vec3, hit: np.ndarray) -> Vec3:
     return normal[0] * inv_norm, normal[1] * inv_norm, normal[2] * inv_norm
 
 
-def _shading(scene: Scene, x: Vec3, normal: Vec3) -> np.ndarray:
-    """Ambient + Lambertian factor; points facing the light cast a shadow ray towards it.
+def _direct_light(scene: Scene, x: Vec3, normal: Vec3) -> np.ndarray:
+    """Lambertian factor of the directional light, 0 where it is blocked; points facing the light cast a shadow
+    ray towards it.
 
     Shadow rays are tested against objects only: planes cannot shadow anything, since the light is above the
     ground and on the camera's side of the wall.
@@ -672,10 +737,38 @@ def _shading(scene: Scene, x: Vec3, normal: Vec3) -> np.ndarray:
     light = tuple(np.full((1, 1), c, dtype=FLOAT) for c in scene.light)
     _, blocker = _cast(scene, start, light, facing.size, SHAPES[1:])
     lambert[facing[blocker > 0]] = 0.0
-    return scene.ambient + (1.0 - scene.ambient) * lambert
+    return lambert
 
 
-def _render(scene: Scene, size: int) -> Rendering:
+def _occlusion(scene: Scene, o: Vec3, d: Vec3, depth_per_t: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """Contour pixels whose surface hides a 4-neighbour's instance: the pixel's ray, continued beyond its own hit,
+    meets that instance within :data:`FAR` (the sky is met by every ray), so the neighbour's surface is occluded
+    here. Only contour pixels are re-cast, against the primitives of every kind."""
+    size = instance.shape[0]
+    padded = np.pad(instance, 1, constant_values=-1)  # -1: no neighbour beyond the image border
+    neighbours = [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+    contour = instance_contours(instance) & (instance != 0)  # the sky hides nothing
+    pixels = np.flatnonzero(contour)
+    occluding = np.zeros(size * size, dtype=bool)
+    if not pixels.size:
+        return occluding.reshape(instance.shape)
+    present = [kind for kind in SHAPES if kind in scene.shapes]
+    rays = tuple(c[pixels] for c in d)
+    t = np.concatenate([_hit_kind(scene, kind, o, rays, pixels.size) for kind in present], axis=1)
+    t[t * depth_per_t[pixels, None] > FAR] = np.inf  # the ground and the wall end at the far plane
+    owner = scene.instance[np.concatenate([scene.shape_ids[kind] for kind in present])]
+    meets = np.zeros((pixels.size, len(scene.instance) + 1), dtype=bool)  # [pixel, instance id]; ids < #hit ids
+    meets[:, 0] = True
+    for value in np.unique(owner):
+        meets[:, value] = np.isfinite(t[:, owner == value]).any(axis=1)
+    own = instance.reshape(-1)[pixels]
+    for neighbour in neighbours:
+        other = neighbour.reshape(-1)[pixels]
+        occluding[pixels] |= (other >= 0) & (other != own) & meets[np.arange(pixels.size), np.maximum(other, 0)]
+    return occluding.reshape(instance.shape)
+
+
+def _render(scene: Scene, size: int, extras: frozenset[str] = frozenset()) -> Rendering:
     o, d, depth_per_t = _camera_rays(scene.camera, size)
     n_pixels = size * size
     t, hit = _cast(scene, o, d, n_pixels, SHAPES)
@@ -687,7 +780,10 @@ def _render(scene: Scene, size: int) -> Rendering:
     x = tuple(o[i][0, 0] + t[seen] * d[i][seen, 0] for i in range(3))
     normal = _unit_normals(scene, x, hit[seen])
     zenith, horizon = (np.asarray(c, dtype=FLOAT) for c in (scene.sky_zenith, scene.sky_horizon))
-    color = _albedo(scene, x, scene.surface[hit[seen]]) * _shading(scene, x, normal)[:, None]
+    albedo = _albedo(scene, x, scene.surface[hit[seen]])
+    direct = _direct_light(scene, x, normal)
+    shading = scene.ambient + (1.0 - scene.ambient) * direct
+    color = albedo * shading[:, None]
     fog = np.clip((depth_seen - FOG_START) / (FAR - FOG_START), 0.0, 1.0) * FOG_MAX
     color += (horizon - color) * fog[:, None]
     image = horizon + (zenith - horizon) * np.clip(d[1] * 2.5, 0.0, 1.0)  # sky gradient, overwritten where seen
@@ -703,6 +799,25 @@ def _render(scene: Scene, size: int) -> Rendering:
     square = (size, size)
     instance = scene.instance[hit].reshape(square)
     semseg = scene.label[hit].reshape(square)
+
+    def on_surfaces(values: np.ndarray) -> np.ndarray:
+        """A per-visible-point value as a float32 ``H x W`` map, 0 on the sky."""
+        plane = np.zeros(n_pixels, dtype=FLOAT)
+        plane[seen] = values
+        return plane.reshape(square)
+
+    computed: dict[str, Callable[[], np.ndarray]] = {
+        # Sums of products, not a matrix product: BLAS could round differently on another CPU.
+        "albedo": lambda: on_surfaces(albedo[:, 0] * FLOAT(LUMA[0]) + albedo[:, 1] * FLOAT(LUMA[1])
+                                      + albedo[:, 2] * FLOAT(LUMA[2])),
+        "shading": lambda: on_surfaces(shading),
+        "unlit": lambda: on_surfaces(direct == 0),
+        "material": lambda: on_surfaces(
+            1 + np.array([s.pattern for s in scene.surfaces], dtype=np.int64)[scene.surface[hit[seen]]]),
+        "contours": lambda: instance_contours(instance).astype(FLOAT),
+        "occlusion": lambda: _occlusion(scene, o, d, depth_per_t, instance).astype(FLOAT),
+        "boundary_distance": lambda: boundary_distance(instance),
+    }
     return Rendering(
         image=image.reshape(size, size, 3),
         instance=instance,
@@ -712,4 +827,5 @@ def _render(scene: Scene, size: int) -> Rendering:
         normals=normals.reshape(size, size, 3),
         saliency=(semseg >= SPHERE).astype(FLOAT),
         depth=depth.reshape(square),
+        extras=MappingProxyType({name: computed[name]() for name in EXTRA_LABELS if name in extras}),
     )

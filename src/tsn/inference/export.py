@@ -192,6 +192,14 @@ def export_onnx(
     from tsn.utils.checks import ensure_writable_file
 
     check_opset(opset)
+    multiple = tuple(getattr(model, "input_multiple", (1, 1)))
+    if multiple != (1, 1):
+        raise TsnError(
+            f"backbone {model.config.backbone!r} pads its input to multiples of {multiple[0]} x {multiple[1]} (a patch "
+            "embedding), and torch.export fixes the image size of that path, so the export would take one size only "
+            "(docs/backbones.md); export a model with a CNN backbone (ResNet, ConvNeXt, MambaOut...), or serve this "
+            "one with PyTorch"
+        )
     path = ensure_writable_file(path, "ONNX output")
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and blocks
     model = unfuse_adain_blocks(model)  # the reference blocks map onto ONNX's InstanceNormalization

@@ -23,8 +23,8 @@ makes glibc's malloc keep freed memory (bit-identical results; a third of the fl
 on a 2-core VM is otherwise spent page-faulting fresh memory in). Nothing applies it unless asked: call it
 yourself, or pass ``--tune-allocator`` to ``tsn predict``, ``tsn evaluate`` or ``tsn benchmark``.
 
-Together, channels_last + fused + the tuned allocator give the all-task path 2.1x the authors' speed in float32;
-adding bf16 + compile gives 7.7x. Typical use::
+The measured speed-ups, against the authors' way both as shipped and in a process with the same settings, are in
+docs/performance.md (``tsn benchmark``). Typical use::
 
     options = fastest_options(device)
     model = optimize(model, options)               # use the returned model (its AdaIN blocks are replaced)

@@ -2,29 +2,41 @@
 
 The decoder takes NCHW feature maps of any size. CNNs give those for any input size; transformers and MambaOut
 may give channels-last (NHWC) maps, which :func:`encode` converts, reading the format timm declares on the
-feature model (``output_fmt``); and backbones built on a patch embedding need whole patches, so :func:`encode`
-pads the input to the size they take and the models crop their outputs back (docs/backbones.md).
+feature model (``output_fmt``); backbones built on a patch embedding need whole patches, so :func:`encode`
+pads the input to the size they take and the models crop their outputs back; and plain ViTs, whose levels share
+one stride, get a pyramid (:mod:`tsn.models.pyramid`). Pretrained weights come through timm, from its cache, the
+hub or a local file, and an offline machine is told so at once (:func:`check_pretrained_reachable`);
+:func:`encoder_layer_ids` gives the block depths for layer-wise learning-rate decay (docs/backbones.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tsn.errors import TsnError
-from tsn.models.config import PAPER_DECODER_CHANNELS
+from tsn.models.config import PAPER_DECODER_CHANNELS, ModelConfig
+from tsn.models.pyramid import ViTPyramid, is_plain_vit
 
 if TYPE_CHECKING:  # timm is imported lazily at run time (see create_encoder)
     from timm.models import FeatureInfo
 
 __all__ = [
+    "build_encoder",
     "create_encoder",
+    "check_pretrained_reachable",
+    "can_reach",
     "encoder_feature_info",
+    "encoder_layer_ids",
     "encoder_input_multiple",
     "encoder_output_format",
     "encode",
@@ -40,34 +52,211 @@ BlockFactory = Callable[[int, int, int], nn.Module]
 """``(kernel_size, in_channels, out_channels) -> block``; a block is called as ``block(x, style)``."""
 
 
-def create_encoder(backbone: str, pretrained: bool = False) -> nn.Module:
-    """A timm ``features_only`` model returning one feature map per stage, shallow to deep.
+def create_encoder(
+    backbone: str,
+    pretrained: bool = False,
+    *,
+    pretrained_file: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """A timm ``features_only`` model returning NCHW or NHWC feature maps, shallow to deep.
 
     For ``resnet18`` these are the paper's five stages (64, 64, 128, 256, 512 channels at strides 2 to 32):
-    conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4.
+    conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4. A plain ViT (every level at one stride) is wrapped in
+    :class:`tsn.models.pyramid.ViTPyramid`, which gives it four levels at 1/4 to 2 patch sizes.
 
     Backbones that are built for one input size (Swin, ViT) are asked for ``dynamic_img_size=True``, timm's switch
     for any input size (attention masks / position embeddings made for the input at each call); the others do not
     take that argument (timm raises TypeError naming it) and take any size anyway.
+
+    ``pretrained_file`` loads the backbone's weights from a local file (timm's ``pretrained_cfg_overlay``: a
+    checkpoint of the full timm model, e.g. its ``state_dict()`` saved with ``torch.save`` or a ``.safetensors``
+    file), for machines without network; ``pretrained`` alone goes through timm's download, after
+    :func:`check_pretrained_reachable` has made sure it can succeed. ``options`` are passed to
+    ``timm.create_model`` (``drop_path_rate=0.1``...).
     """
     import timm
 
+    kwargs: dict[str, Any] = dict(options or {})
+    if pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise TsnError(f"model.pretrained_file {str(path)!r} is not a file; give the path of the backbone's "
+                           "weights (a timm state_dict saved with torch.save, or a .safetensors file)")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        pretrained = True
+    elif pretrained:
+        check_pretrained_reachable(backbone)
     try:
         try:
-            encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, dynamic_img_size=True)
+            encoder = timm.create_model(
+                backbone, pretrained=pretrained, features_only=True, dynamic_img_size=True, **kwargs
+            )
         except TypeError as error:
             if "dynamic_img_size" not in str(error):
                 raise
-            encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True)
-    except RuntimeError as error:  # timm's message for an unknown name
-        raise TsnError(f"cannot build backbone {backbone!r}: {error}") from None
+            encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, **kwargs)
+    except TypeError as error:  # an option the backbone does not take
+        raise TsnError(f"backbone {backbone!r} does not take model.backbone_options {sorted(kwargs)}: "
+                       f"{error}") from None
+    except RuntimeError as error:  # timm's message for an unknown name, or weights that do not fit
+        raise TsnError(f"cannot build backbone {backbone!r}: {_first_line(error)}") from None
     except Exception as error:  # pragma: no cover - download failures and the like
-        raise TsnError(f"cannot build backbone {backbone!r} (pretrained={pretrained}): {error}") from None
+        raise TsnError(f"cannot build backbone {backbone!r} (pretrained={pretrained}): {_first_line(error)}") from None
     output_format = encoder_output_format(encoder)
     if output_format not in ("NCHW", "NHWC"):
         raise TsnError(f"backbone {backbone!r} gives {output_format} token sequences, not feature maps; use a "
                        "backbone whose timm features_only model gives NCHW or NHWC maps (docs/backbones.md)")
+    if is_plain_vit(encoder):
+        return ViTPyramid(encoder)
     return encoder
+
+
+def build_encoder(config: ModelConfig) -> nn.Module:
+    """The encoder a model config describes (backbone, pretrained weights or file, backbone options)."""
+    return create_encoder(
+        config.backbone, config.pretrained, pretrained_file=config.pretrained_file, options=config.backbone_options
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+WEIGHTS_HOST_TIMEOUT = 3.0
+"""Seconds :func:`check_pretrained_reachable` waits for a connection to the weights' host."""
+
+
+def can_reach(host: str, port: int = 443, timeout: float = WEIGHTS_HOST_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (tests replace this probe).
+
+    The probe runs in a daemon thread so that a name lookup that hangs (no timeout of its own) is cut off too.
+    """
+    opened: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, name="tsn-weights-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+def check_pretrained_reachable(backbone: str) -> None:
+    """A one-line :class:`TsnError` in seconds when timm could not get ``backbone``'s pretrained weights: not in
+    the local Hugging Face (or torch hub) cache, and their host cannot be reached (or ``HF_HUB_OFFLINE`` is set).
+
+    Without this, timm's download retries for about a minute before failing with a traceback.
+    """
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(backbone)
+    except RuntimeError:
+        cfg = None
+    if cfg is None:
+        if timm.is_model(backbone.partition(".")[0]):
+            raise TsnError(f"timm has no pretrained weights for backbone {backbone!r}; use model.pretrained=false, "
+                           "or model.pretrained_file=PATH for weights of your own")
+        return  # an unknown name: create_encoder's own one-line error follows
+    if cfg.file:
+        return
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, name), str) for name in filenames):
+            return
+        host = urlparse(str(constants.ENDPOINT)).hostname or "huggingface.co"
+        offline = bool(constants.HF_HUB_OFFLINE)
+    elif isinstance(cfg.url, str) and cfg.url:
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+            return
+        host, offline = urlparse(cfg.url).hostname or "", False
+    else:
+        return
+    if offline or not can_reach(host):
+        reason = "HF_HUB_OFFLINE is set" if offline else f"{host} cannot be reached"
+        raise TsnError(f"the pretrained weights of backbone {backbone!r} are not in the local cache and {reason}; "
+                       "copy the weights file here and set model.pretrained_file=PATH (tsn train --pretrained-file), "
+                       "or train without them (model.pretrained=false)")
+
+
+def encoder_layer_ids(encoder: nn.Module) -> tuple[dict[str, int], int]:
+    """Depth of each encoder parameter for layer-wise learning-rate decay: ``({name: layer id}, number of layers)``,
+    0 for the stem, one id per block up to the last (timm's ``group_matcher(coarse=False)``, as in timm's own
+    ``param_groups_layer_decay``).
+
+    timm's ``features_only`` wrappers do not keep ``group_matcher``: a feature getter (ViT) holds the timm model,
+    whose names are the wrapper's without the prefix; for the other wrappers the architecture named in their
+    ``pretrained_cfg`` is built once without weights, and the wrapper's names, whose nested sequences timm
+    flattened (``stages.0`` -> ``stages_0``), are matched to its names. Parameters that match nothing (the ViT
+    pyramid's own layers) get the top id; a backbone without a ``group_matcher`` gets one id per top-level child,
+    in order.
+    """
+    from timm.models import group_parameters
+
+    named = dict(encoder.named_parameters())
+    inner, prefix = encoder, ""
+    while not hasattr(inner, "group_matcher"):
+        child = next((name for name in ("vit", "model") if isinstance(getattr(inner, name, None), nn.Module)), None)
+        if child is None:
+            break
+        inner, prefix = getattr(inner, child), f"{prefix}{child}."
+    reference: nn.Module | None = inner
+    if hasattr(inner, "group_matcher"):
+        to_reference = {name: name[len(prefix):] for name in named if name.startswith(prefix)}
+    else:
+        reference, to_reference = _reference_model(encoder), {}
+        if reference is not None:
+            known = dict(reference.named_parameters())
+            to_reference = {name: ref for name in named if (ref := _unflattened(name, known)) is not None}
+    if reference is None or not hasattr(reference, "group_matcher"):
+        children = [name for name, _ in encoder.named_children()]
+        ids = {name: children.index(name.split(".")[0]) for name in named}
+        return ids, len(children)
+    matcher = cast(Callable[..., Any], reference.group_matcher)
+    layer_map = group_parameters(reference, matcher(coarse=False), reverse=True)
+    matched = {name: layer_map[to_reference[name]] for name in named if to_reference.get(name) in layer_map}
+    top = max(matched.values(), default=0)  # the deepest layer the encoder keeps (timm drops the head)
+    return {name: matched.get(name, top) for name in named}, top + 1
+
+
+def _reference_model(encoder: nn.Module) -> nn.Module | None:
+    """The full timm model of a features_only wrapper's architecture, for its parameter names: built on the meta
+    device (shapes only, no memory, no initialisation), on the CPU if the architecture needs real tensors."""
+    import timm
+
+    architecture = getattr(encoder, "pretrained_cfg", {}).get("architecture")
+    if not architecture:
+        return None
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                return timm.create_model(architecture, pretrained=False)
+        except Exception:  # an architecture that computes at init (not on meta), or needs arguments
+            continue
+    return None
+
+
+def _unflattened(name: str, known: Mapping[str, Any]) -> str | None:
+    """``stages_0.blocks.1.weight`` -> ``stages.0.blocks.1.weight`` if the full model has that name."""
+    if name in known:
+        return name
+    head, dot, tail = name.partition(".")
+    for position, char in enumerate(head):
+        if char == "_":
+            candidate = f"{head[:position]}.{head[position + 1:]}{dot}{tail}"
+            if candidate in known:
+                return candidate
+    return None
 
 
 def encoder_feature_info(encoder: nn.Module) -> FeatureInfo:
@@ -158,8 +347,12 @@ class UNetDecoder(nn.Module):
         super().__init__()
         levels = len(encoder_channels)
         if len(decoder_channels) != levels:
+            suggestion = list(decoder_channels[-levels:]) if len(decoder_channels) > levels else None
             raise TsnError(
-                f"decoder_channels needs one width per encoder level ({levels}), got {len(decoder_channels)}"
+                f"decoder_channels {list(decoder_channels)} has {len(decoder_channels)} widths but the encoder gives "
+                f"{levels} feature levels: pass one width per level"
+                + (f" (e.g. decoder_channels={suggestion})" if suggestion else "")
+                + ", or decoder_channels=None for the encoder's default widths"
             )
         self.laterals = nn.ModuleList(block(1, c, c) for c in encoder_channels)
         fuse, width = [], encoder_channels[-1]

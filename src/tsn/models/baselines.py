@@ -9,7 +9,7 @@ from torch import nn
 
 from tsn.models.backbone import (
     UNetDecoder,
-    create_encoder,
+    build_encoder,
     crop,
     default_decoder_channels,
     encode,
@@ -35,7 +35,7 @@ class SingleTaskNet(DensePredictionModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.encoder = build_encoder(config)
         self.input_multiple = encoder_input_multiple(self.encoder)
         self.decoder = _plain_decoder(config, self.encoder)
         (spec,) = self.task_specs.values()
@@ -56,7 +56,7 @@ class MultiHeadNet(DensePredictionModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.encoder = build_encoder(config)
         self.input_multiple = encoder_input_multiple(self.encoder)
         decoders = {name: _plain_decoder(config, self.encoder) for name in self.task_specs}
         self.decoders = nn.ModuleDict(decoders)

@@ -257,7 +257,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
             f"checkpoint {payload['path']} holds a model config this tsn cannot build ({one_line(error, 160)}); "
             "re-save or re-convert it"
         ) from None
-    model = build_model(config.replace(pretrained=False))  # the weights come from the checkpoint
+    model = build_model(config.replace(pretrained=False, pretrained_file=None))  # weights: the checkpoint's
     load_state_dict_checked(model, payload["state_dict"], str(payload["path"]))
     return model.to(map_location).eval()
 

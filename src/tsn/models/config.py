@@ -30,7 +30,15 @@ class ModelConfig:
     backbone: str = "resnet18"
     """Any timm model that supports ``features_only``; a pretrained tag may be given (``resnet18.tv_in1k``)."""
     pretrained: bool = False
-    """Load the backbone's pretrained weights through timm (downloads on first use; never in tests)."""
+    """Load the backbone's pretrained weights through timm (downloads on first use; never in tests). Offline, a
+    backbone whose weights are neither cached nor reachable is refused in seconds with a one-line error."""
+    pretrained_file: str | None = None
+    """A local file with the backbone's weights (the full timm model's ``state_dict``, ``.pth`` / ``.bin`` /
+    ``.safetensors``), loaded through timm's ``pretrained_cfg_overlay``; it implies ``pretrained``. For machines
+    without network: copy the file that timm would download."""
+    backbone_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``timm.create_model`` of the backbone, e.g. ``{"drop_path_rate": 0.1}`` (the
+    stochastic depth of the transformer recipes, docs/backbones.md)."""
     decoder_channels: tuple[int, ...] | None = None
     """One width per encoder level: the fusion blocks deep to shallow, then the final block. None: the paper's."""
     norm: NormType = "instance"
@@ -49,6 +57,11 @@ class ModelConfig:
         specs = self.task_specs  # validates the task names
         object.__setattr__(self, "tasks", tuple(s.name for s in specs))
         object.__setattr__(self, "task_channels", {k: int(v) for k, v in dict(self.task_channels).items()})
+        object.__setattr__(self, "backbone_options", _backbone_options(self.backbone_options))
+        if self.pretrained_file is not None:
+            object.__setattr__(self, "pretrained_file", str(self.pretrained_file))
+            if not self.pretrained_file.strip():
+                raise TsnError("model.pretrained_file is empty; give the path of a weights file, or leave it unset")
         if self.decoder_channels is not None:
             object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
         if self.arch == "single_task" and len(specs) != 1:
@@ -82,3 +95,27 @@ class ModelConfig:
         if values.get("decoder_channels") is not None:
             values["decoder_channels"] = tuple(values["decoder_channels"])
         return cls(**values)
+
+
+_RESERVED_OPTIONS = {
+    "features_only": "always on",
+    "pretrained": "use model.pretrained",
+    "pretrained_cfg_overlay": "use model.pretrained_file",
+    "dynamic_img_size": "always asked for where the backbone takes it",
+    "out_indices": "the encoder returns every level timm reports",
+}
+
+
+def _backbone_options(options: Any) -> dict[str, Any]:
+    """``backbone_options`` as a plain dict of str -> plain values, or a one-line error saying what is wrong."""
+    if not isinstance(options, Mapping):
+        raise TsnError(f"model.backbone_options must be a mapping such as {{drop_path_rate: 0.1}}, got {options!r}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise TsnError(f"model.backbone_options: {key!r} is not a keyword argument name")
+        if key in _RESERVED_OPTIONS:
+            raise TsnError(f"model.backbone_options: {key} is set by tsn ({_RESERVED_OPTIONS[key]})")
+        if not isinstance(value, (bool, int, float, str, type(None), list, tuple)):
+            raise TsnError(f"model.backbone_options.{key}: {value!r} is not a number, string, bool or list")
+    # Lists, not tuples: the config is written as YAML and JSON, and read back equal.
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in options.items()}

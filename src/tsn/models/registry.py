@@ -2,7 +2,8 @@
 
 One naming scheme: ``<arch>_<backbone>_<dataset>`` with ``arch`` one of ``tsn``, ``multihead`` (shared encoder, one
 decoder per task) and ``single`` (one task, no task code), e.g. ``tsn_r18_pascal``, ``multihead_r18_pascal``,
-``single_r18_pascal``; a single-task preset takes its task after a dot (``single_r18_pascal.normals``). The
+``single_r18_pascal``; the backbone part is a short tag (``r18``, ``convnextt``, ``swint``, ``dinov2s``,
+``mambaoutt``); a single-task preset takes its task after a dot (``single_r18_pascal.normals``). The
 training recipe of a model has the model's name (:func:`tsn.training.list_presets`).
 """
 
@@ -55,6 +56,17 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tsn_r10t_synthetic": _dataset(
         "synthetic", "tsn", backbone="resnet10t", decoder_channels=(64, 32, 32, 16, 16)
     ),
+    # Today's backbones (docs/backbones.md): ImageNet-1k ConvNeXt-T, Swin-T and MambaOut-T, and ViT-S/14 with
+    # DINOv2 weights (a plain ViT: tsn.models.pyramid gives it a four-level pyramid); default decoder widths, the
+    # stochastic depth of their fine-tuning recipes.
+    "tsn_convnextt_pascal": _dataset("pascal_context", "tsn", backbone="convnext_tiny.fb_in1k",
+                                     backbone_options={"drop_path_rate": 0.1}),
+    "tsn_swint_pascal": _dataset("pascal_context", "tsn", backbone="swin_tiny_patch4_window7_224.ms_in1k",
+                                 backbone_options={"drop_path_rate": 0.2}),
+    "tsn_dinov2s_pascal": _dataset("pascal_context", "tsn", backbone="vit_small_patch14_dinov2.lvd142m",
+                                   backbone_options={"drop_path_rate": 0.1}),
+    "tsn_mambaoutt_pascal": _dataset("pascal_context", "tsn", backbone="mambaout_tiny.in1k",
+                                     backbone_options={"drop_path_rate": 0.2}),
 }
 """Named configurations; every ``tsn_<family>`` has its baselines ``multihead_<family>`` and ``single_<family>``
 (the first task; ``single_<family>.<task>`` or ``model_config("single_r18_pascal", tasks=["normals"])`` for

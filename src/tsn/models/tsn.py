@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import cast
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from torch import nn
 from tsn.errors import TsnError
 from tsn.models.backbone import (
     UNetDecoder,
-    create_encoder,
+    build_encoder,
     crop,
     default_decoder_channels,
     encode,
@@ -62,19 +63,24 @@ class TaskSwitchingNet(DensePredictionModel):
     """TSN (Sun et al., ICCV 2021): the network performs one task at a time, selected by a learned task embedding.
 
     ``model(image, "semseg")`` returns that task's raw output; ``model(image, ["semseg", "normals"])`` or
-    ``model(image)`` returns a dict. Several tasks share one encoder pass and one pass of the lateral blocks'
-    convolutions, and their decoder passes are batched (the task embeddings stacked along the batch axis), which
-    gives the same outputs as separate calls because instance normalisation works per sample.
+    ``model(image)`` returns a dict. Several tasks share one encoder pass; their decoder passes are batched in
+    groups that fit :attr:`decode_bytes` (the task embeddings stacked along the batch axis; the lateral blocks'
+    convolutions run once per group), which gives the same outputs as separate calls because instance
+    normalisation works per sample.
     """
 
-    decode_pixels: int = 8 * 512 * 512
-    """Most output pixels (samples x height x width) that one batched decoder call of :meth:`predict_tasks`
-    handles; the remaining tasks go to further calls. It bounds the memory of all-task inference on large
-    batches (8 images x 5 tasks at 512 x 512 in one call: over 10 GB in float32) and leaves the outputs unchanged."""
+    decode_bytes: int = 512 * 2**20
+    """Memory budget, in bytes, for the decoder activations of one batched decoder call of :meth:`predict_tasks`.
+
+    The tasks are streamed through the decoder in groups of one size that fit it (at least one task per call),
+    estimated by :meth:`decoder_bytes_per_task` from the feature shapes and the activation dtype; the outputs do not
+    depend on the grouping. The default gives one task per call for a 512 x 512 image (float32 and bfloat16), which
+    measured 1.25x less CPU time than one five-task call and keeps the all-task path's peak memory below the
+    authors' way's (docs/performance.md); images of 256 x 256 and below decode every task in one call."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.encoder = create_encoder(config.backbone, config.pretrained)
+        self.encoder = build_encoder(config)
         self.input_multiple = encoder_input_multiple(self.encoder)
         encoder_channels = encoder_feature_info(self.encoder).channels()
         decoder_channels = config.decoder_channels or default_decoder_channels(encoder_channels)
@@ -99,10 +105,11 @@ class TaskSwitchingNet(DensePredictionModel):
         so only the ratios between the weights matter. ``{"semseg": 1.0}`` is that task's own code.
         """
         names = self.task_names(list(mixture))
-        weights = torch.tensor([float(w) for w in mixture.values()], dtype=torch.float32)
+        # In the model's precision, so that a float64 model mixes exactly (ratios of non-dyadic weights included).
+        weights = torch.tensor([float(w) for w in mixture.values()], dtype=self.head.weight.dtype)
         if not torch.isfinite(weights).all() or (weights < 0).any() or float(weights.sum()) <= 0:
             raise TsnError(f"task mixture weights must be finite, non-negative and not all zero, got {dict(mixture)}")
-        one_hot = self.task_embedding.task_code(self.task_index(names).cpu())
+        one_hot = self.task_embedding.task_code(self.task_index(names).cpu()).to(weights.dtype)
         return (weights[:, None] * one_hot).sum(dim=0, keepdim=True).to(self.head.weight.device)
 
     def decode_embeddings(self, image: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
@@ -130,10 +137,39 @@ class TaskSwitchingNet(DensePredictionModel):
         """Shared decoder + output layer for a batch whose every sample carries its own task embedding."""
         return self.head(self.decoder(features, style, size))
 
+    def decoder_bytes_per_task(self, features: Sequence[torch.Tensor], size: Sequence[int],
+                               dtype: torch.dtype) -> int:
+        """Estimated peak activation bytes that one task adds to a decoder call, per image.
+
+        From the shapes: at every fusion block the upsampled map, the lateral map and their concatenation are alive
+        while the convolution writes its output and the modulation a second map of that size (the reference block;
+        the fused one works in place); at the final block the upsampled map, two output-sized maps and the output
+        layer's. The largest stage, in ``dtype``'s bytes. An upper estimate: it errs towards smaller groups.
+        """
+        stages = []
+        for step, level in enumerate(range(len(features) - 2, -1, -1)):
+            conv = cast(nn.Conv2d, self.decoder.fuse[step].conv)
+            pixels = features[level].shape[-2] * features[level].shape[-1]
+            stages.append(pixels * 2 * (conv.in_channels + conv.out_channels))
+        final = cast(nn.Conv2d, self.decoder.final.conv)
+        stages.append(size[0] * size[1] * (final.in_channels + 2 * final.out_channels + self.head.out_channels))
+        return max(stages) * torch.empty((), dtype=dtype).element_size()
+
+    def tasks_per_call(self, features: Sequence[torch.Tensor], size: Sequence[int], batch: int,
+                       dtype: torch.dtype) -> int:
+        """How many tasks one decoder call of :meth:`predict_tasks` takes within :attr:`decode_bytes` (>= 1)."""
+        return max(1, self.decode_bytes // (batch * self.decoder_bytes_per_task(features, size, dtype)))
+
     def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
         features = encode(self.encoder, image, self.input_multiple)
         batch, size = image.shape[0], padded_size(image.shape[-2:], self.input_multiple)
-        per_call = max(1, self.decode_pixels // (batch * size[0] * size[1]))
+        # Under autograd every group's activations are kept for the backward pass whatever the grouping: one call.
+        recording = torch.is_grad_enabled() and any(p.requires_grad for p in self.head.parameters())
+        per_call = len(names) if recording else self.tasks_per_call(features, size, batch,
+                                                                     _activation_dtype(features[-1]))
+        # Groups of one size (the largest divisor of the task count that fits): every decoder call then has the same
+        # shapes. Unequal groups (3 + 2 tasks) gave a compiled model two shapes per forward: 4x slower (bf16, CPU).
+        per_call = max(d for d in range(1, min(per_call, len(names)) + 1) if len(names) % d == 0) if names else 1
         outputs: dict[str, torch.Tensor] = {}
         for start in range(0, len(names), per_call):
             group = names[start : start + per_call]
@@ -142,8 +178,17 @@ class TaskSwitchingNet(DensePredictionModel):
             raw = crop(self.decode(features, style, size), image.shape[-2:], self.input_multiple)
             for name, chunk in zip(group, raw.split(batch, dim=0), strict=True):
                 outputs[name] = pool_channels(chunk, self.task_specs[name].channels)
+            del raw, style  # the group's maps go before the next group's are made
         return outputs
 
     def forward_per_task(self, image: torch.Tensor, task: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The authors' way: the whole network (encoder included) once per task. Kept for parity and benchmarks."""
         return {name: self.predict_tasks(image, [name])[name] for name in self.task_names(task)}
+
+
+def _activation_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype the decoder's activations will have: autocast's where it is on for ``tensor``'s device."""
+    device = tensor.device.type
+    if device != "meta" and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return tensor.dtype

@@ -11,6 +11,14 @@ treats alike get similar embeddings and similar modulations. This module measure
 
 :func:`write_analysis` saves ``analysis.json``, ``similarity.png`` (heatmaps: embedding, mean scale, mean shift)
 and ``dendrogram.png``, each atomically.
+
+The task space is also *used*: :func:`task_path` runs the network, for one image, at evenly spaced points of the
+straight path between two tasks, either between their task codes (the mixture ``(1 - a) code_start + a code_end``
+through the embedding network, :meth:`~tsn.models.tsn.TaskSwitchingNet.decode_mixtures`) or between their
+embeddings ``w`` (:meth:`~tsn.models.tsn.TaskSwitchingNet.decode_embeddings`). Every step is drawn read as the
+start task and as the end task (the shared output layer's maps pooled to each task's channels and postprocessed
+by its kind), which shows where along the path the network switches from one task to the other.
+:func:`write_task_path` saves that figure; :func:`path_image` reads an image file or renders a synthetic scene.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from scipy.spatial.distance import pdist, squareform
 from tsn.errors import TsnError
 from tsn.inference.predict import save_figure
 from tsn.models.base import DensePredictionModel
-from tsn.models.layers import AdaINConvBlock
+from tsn.models.layers import AdaINConvBlock, pool_channels
 from tsn.models.tsn import TaskSwitchingNet
 from tsn.utils.io import atomic_write_json
 
@@ -45,6 +53,12 @@ __all__ = [
     "plot_similarity",
     "plot_dendrogram",
     "write_analysis",
+    "PATH_SPACES",
+    "TaskPath",
+    "path_image",
+    "task_path",
+    "plot_task_path",
+    "write_task_path",
 ]
 
 LINKAGE_METHOD = "average"
@@ -209,3 +223,127 @@ def write_analysis(
     save_figure(plot_similarity(analysis), paths[1])
     save_figure(plot_dendrogram(analysis), paths[2])
     return paths
+
+
+# ------------------------------------------------------------------------------------------------ task paths
+PATH_SPACES = ("code", "embedding")
+"""Where a task path is a straight line: between the task codes (mixtures) or between the embeddings ``w``."""
+
+
+@dataclass(frozen=True)
+class TaskPath:
+    """A TSN's outputs for one image at ``len(weights)`` points of the path from task ``start`` to task ``end``."""
+
+    start: str
+    end: str
+    space: str
+    """One of :data:`PATH_SPACES`."""
+    weights: tuple[float, ...]
+    """The end task's weight ``a`` at each step, from 0 (the start task itself) to 1 (the end task itself)."""
+    image: np.ndarray
+    """The input, ``H x W x 3`` uint8."""
+    as_start: tuple[np.ndarray, ...]
+    """Each step read as the start task, drawn by its kind (``H x W x 3`` uint8)."""
+    as_end: tuple[np.ndarray, ...]
+    """Each step read as the end task, drawn by its kind."""
+
+
+def path_image(source: str, size: int = 64) -> np.ndarray:
+    """The image a task path is drawn for: an image file, or (a whole number) that scene of the synthetic test
+    split (seed 0) at ``size x size``; ``H x W x 3`` uint8. A missing file or bad index is a one-line error."""
+    text = str(source).strip()
+    if text.isdigit():
+        from tsn.data.synthetic import render_scene
+
+        if size <= 0 or size % 32:
+            raise TsnError(f"the synthetic scene size must be a positive multiple of 32, got {size}; try 64")
+        return np.asarray(render_scene(0, "test", int(text), size, tasks=["semseg"])["image"])
+    from tsn.inference.predict import load_image
+    from tsn.utils.checks import require_existing_file
+
+    return load_image(require_existing_file(text, "--image"))
+
+
+def _check_path(model: DensePredictionModel, start: str, end: str, steps: int, space: str) -> tuple[str, str]:
+    """Canonical ``(start, end)`` after checking every argument of :func:`task_path` (one-line errors)."""
+    if not isinstance(model, TaskSwitchingNet):
+        raise TsnError(f"the checkpoint holds a {model.config.arch} model; only Task Switching Networks (arch "
+                       "'tsn') have a task space to walk, give a TSN checkpoint")
+    if space not in PATH_SPACES:
+        raise TsnError(f"unknown task-path space {space!r}; choose one of: {', '.join(PATH_SPACES)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise TsnError(f"a task path needs at least 2 steps (its two ends), got {steps!r}")
+    first, second = model.task_names([start, end])
+    if first == second:
+        raise TsnError(f"a task path joins two different tasks, got {first!r} twice")
+    return first, second
+
+
+def task_path(model: DensePredictionModel, image: np.ndarray, start: str, end: str, steps: int = 7,
+              space: str = "code") -> TaskPath:
+    """Run ``model`` (a TSN) on ``image`` (``H x W x 3`` uint8) at ``steps`` evenly spaced points from task
+    ``start`` to task ``end`` in ``space`` (:data:`PATH_SPACES`), and draw every step as both tasks.
+
+    The first step is exactly the start task's output and the last the end task's (a one-task mixture is that
+    task's code). Bad arguments are one-line errors raised before the network runs.
+    """
+    from tsn.data.transforms import build_transforms
+
+    first, second = _check_path(model, start, end, steps, space)
+    assert isinstance(model, TaskSwitchingNet)  # checked above
+    picture = np.asarray(image)
+    if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+        raise TsnError(f"a task path needs an H x W x 3 uint8 RGB image, got {picture.dtype} {picture.shape}")
+    tensor = build_transforms("eval", picture.shape[:2], tasks=(), seed=0)({"image": picture})["image"]
+    parameter = next(model.parameters())
+    tensor = tensor[None].to(device=parameter.device, dtype=parameter.dtype)
+    weights = tuple(float(a) for a in np.linspace(0.0, 1.0, steps))
+    with torch.inference_mode():
+        if space == "code":
+            raw = model.decode_mixtures(tensor, [{first: 1.0 - a, second: a} for a in weights])
+        else:
+            ends = model.embed([first, second])
+            alphas = torch.tensor(weights, dtype=ends.dtype, device=ends.device)[:, None]
+            raw = model.decode_embeddings(tensor, (1 - alphas) * ends[:1] + alphas * ends[1:])
+    read = []
+    for name in (first, second):
+        spec = model.task_specs[name]
+        read.append(tuple(spec.render(spec.postprocess(pool_channels(raw[k], spec.channels))[0].float().cpu().numpy())
+                          for k in range(steps)))
+    return TaskPath(first, second, space, weights, picture, read[0], read[1])
+
+
+def plot_task_path(path: TaskPath, model: DensePredictionModel | None = None) -> Figure:
+    """Two rows after the input image: every step read as the start task, then as the end task."""
+    from matplotlib.figure import Figure
+
+    titles = {name: model.task_specs[name].title if model is not None else name for name in (path.start, path.end)}
+    steps = len(path.weights)
+    height, width = path.image.shape[:2]
+    side = 1.6
+    figure = Figure(figsize=(side * (steps + 1) + 0.6, 2 * side * height / width + 1.0), layout="constrained")
+    grid = figure.subplots(2, steps + 1, squeeze=False)
+    grid[0, 0].imshow(path.image)
+    grid[0, 0].set_title("image", fontsize=8)
+    for row, (name, pictures) in enumerate(((path.start, path.as_start), (path.end, path.as_end))):
+        grid[row, 0].set_axis_off()
+        grid[row, 1].set_ylabel(f"read as\n{titles[name]}", fontsize=8)
+        for k, picture in enumerate(pictures):
+            axes = grid[row, k + 1]
+            axes.imshow(picture)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title(f"a = {path.weights[k]:.2f}", fontsize=8)
+    between = "task codes" if path.space == "code" else "task embeddings w"
+    figure.suptitle(f"From {titles[path.start]} (a = 0) to {titles[path.end]} (a = 1): (1 - a) start + a end, "
+                    f"between the {between}", fontsize=9)
+    return figure
+
+
+def write_task_path(path: TaskPath, out_dir: str | os.PathLike[str],
+                    model: DensePredictionModel | None = None) -> Path:
+    """Save :func:`plot_task_path` as ``out_dir/path_<start>_<end>.png`` (atomically); return its path."""
+    target = Path(out_dir) / f"path_{path.start}_{path.end}.png"
+    save_figure(plot_task_path(path, model), target)
+    return target

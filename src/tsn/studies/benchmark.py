@@ -2,25 +2,34 @@
 
 Inference, for every size and batch (``model`` = the paper's TSN, random weights):
 
-* ``authors``: the authors' way, the whole network once per task, eager float32;
+* ``authors``: the authors' way, the whole network once per task, eager float32, in a process as shipped
+  (glibc's default allocator, torch's default threads);
+* ``authors_tuned``: the same in a process with the fast configurations' settings (the allocator of
+  ``--tune-allocator``, ``--threads``): the like-for-like baseline. Every ratio is given against both;
 * ``all_tasks``: :meth:`TaskSwitchingNet.predict_tasks`, eager float32 (encoder once, decoder batched);
 * ``all_tasks_fp32_fast``: the same with the fastest float32 options (channels_last, fused);
 * ``fastest``: :func:`tsn.inference.speed.fastest_options` (adds bfloat16 where the hardware has it);
 * ``onnxruntime``: the ``tsn export`` file on onnxruntime's CPU provider, one task per run (CPU only; first
   batch size only).
 
-With ``--tune-allocator`` (:attr:`BenchmarkSettings.tune_allocator`), the fast configurations' worker processes
-also run :func:`tsn.inference.speed.tune_glibc_allocator` (CPU only); the other configurations never do.
+With ``--tune-allocator`` (:attr:`BenchmarkSettings.tune_allocator`), the worker processes of the fast
+configurations and of the tuned baselines also run :func:`tsn.inference.speed.tune_glibc_allocator` (CPU only),
+and ``--threads`` is applied to those processes only; ``authors``, ``all_tasks`` and ``naive`` run as shipped.
 
 Training: one optimizer step of the preset's training recipe (:func:`tsn.training.load_config`: the paper's Adam
 with encoder lr 1e-6, its losses and weights) on random images and labels: ``naive`` is the authors' loop (one
 task per step, eager float32), ``all_tasks_fast`` the all-task schedule (every task of a batch in one step) with
-the training speed options. Throughput counts *task-samples* (an image with one task's label), the unit in which
-both schedules consume an epoch.
+the training speed options, and ``naive_tuned`` the naive loop with the process settings of ``all_tasks_fast``
+(like-for-like). Throughput counts *task-samples* (an image with one task's label), the unit in which both
+schedules consume an epoch.
 
-Every configuration runs in a fresh worker process (a fork server), so its peak memory is its own: the growth of
-the resident set (``ru_maxrss``) over the model's baseline on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
-FLOPs are counted once per shape with :class:`torch.utils.flop_counter.FlopCounterMode` on the meta device.
+Every configuration runs in a fresh Python process (``spawn``: nothing inherited from the driver, no allocator
+state, no imported library; ``--quick`` forks from a server instead), so its peak memory is its own:
+``process_peak_mb`` is the process's high-water resident set (``VmHWM``: interpreter, torch, the model and the
+run), ``peak_memory_mb`` its growth over the resident set once the model is built; on CUDA,
+``torch.cuda.max_memory_allocated``. FLOPs are counted once per shape with
+:class:`torch.utils.flop_counter.FlopCounterMode` on the meta device; :func:`flop_split` splits the
+all-task path's FLOPs into what the tasks share and what each task adds.
 
 Achieved GFLOP/s are compared with two peaks per dtype (float32, bfloat16):
 
@@ -37,8 +46,10 @@ and decision agreement).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import multiprocessing
 import os
 import platform
@@ -47,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,19 +84,32 @@ __all__ = [
     "default_output",
 ]
 
-SCHEMA = "tsn-benchmark/1"
-GOALS = {"all_tasks_fp32_vs_authors": 2.0, "fastest_vs_authors": 3.0, "training_vs_naive": 1.5}
-"""Speed-up targets of issue 6, checked at the largest size and batch 1 (inference) and in training."""
+SCHEMA = "tsn-benchmark/2"
+GOALS: dict[str, tuple[str, float]] = {
+    "fp32_vs_authors_tuned": (">=", 1.85),
+    "bf16_vs_authors_tuned": (">=", 3.3),
+    "fp32_peak_fraction": (">=", 0.9),
+    "bf16_peak_fraction": (">=", 0.9),
+    "fp32_memory_vs_authors_batch1": ("<=", 1.25),
+    "fp32_memory_vs_authors_large_batch": ("<=", 1.0),
+    "training_vs_naive_tuned": (">=", 3.0),
+}
+"""Targets of issue 12: like-for-like speed-ups (against the authors' way with the same process settings) at the
+largest size and batch 1, the fraction of the measured peak, the process peak memory of the fastest float32
+path against the authors' way as shipped (batch 1 and the largest batch), and training against the naive loop
+with the same process settings."""
 
 INFERENCE_CONFIGS: dict[str, str] = {
-    "authors": "the authors' way: whole network once per task, eager float32",
+    "authors": "the authors' way: whole network once per task, eager float32, process as shipped",
+    "authors_tuned": "the authors' way with the fast configurations' process settings (allocator, threads)",
     "all_tasks": "all-task path (encoder once, decoder batched over tasks), eager float32",
     "all_tasks_fp32_fast": "all-task path, fastest float32 options (fastest_options(allow_bf16=False))",
     "fastest": "all-task path, fastest accurate options (fastest_options(): bfloat16 where native)",
     "onnxruntime": "the exported ONNX file on onnxruntime (CPU), one task per run",
 }
 TRAINING_CONFIGS: dict[str, str] = {
-    "naive": "authors' loop: one task per step, whole network, eager float32",
+    "naive": "authors' loop: one task per step, whole network, eager float32, process as shipped",
+    "naive_tuned": "authors' loop with the fast configuration's process settings (allocator, threads)",
     "all_tasks_fast": "all-task schedule: encoder once per batch, decoder batched, training speed options",
 }
 
@@ -98,22 +122,29 @@ class BenchmarkSettings:
     batches: tuple[int, ...] = (1, 8)
     device: str = "cpu"
     preset: str = "tsn_r18_pascal"
+    backbone: str | None = None
+    """Another timm encoder for the preset's model (``convnext_tiny``, ``vit_small_patch14_dinov2``...); None: the
+    preset's. Random weights, default decoder widths for the preset's family (docs/backbones.md)."""
     warmup: int = 1
     repeats: int = 2
+    """Timed calls per configuration at the first batch size (the median is reported)."""
+    repeats_large: int = 1
+    """Timed calls at the other batch sizes: one 8-image call of the authors' way takes ~40 s on 2 cores."""
     train_size: int = 512
     train_batch: int = 2
-    train_repeats: int = 2
+    train_repeats: int = 1
     threads: int | None = None
     compile: bool = True
     onnx: bool = True
     quick: bool = False
     tune_allocator: bool = False
-    """Fast configurations only, CPU only: glibc keeps freed memory in their worker processes."""
+    """CPU only: glibc keeps freed memory in the processes of the fast configurations and the tuned baselines."""
 
     @classmethod
     def quick_settings(cls, **overrides: Any) -> BenchmarkSettings:
         """Tiny images, one repeat, no compilation: a smoke run of the whole benchmark in well under a minute."""
-        values: dict[str, Any] = dict(sizes=(64,), batches=(1, 2), repeats=1, train_size=64, train_repeats=1,
+        values: dict[str, Any] = dict(sizes=(64,), batches=(1, 2), repeats=1, repeats_large=1, train_size=64,
+                                      train_repeats=1,
                                       compile=False, quick=True)
         values.update(overrides)
         return cls(**values)
@@ -393,7 +424,8 @@ def cap_peaks(peaks: dict[str, dict[str, Any]], entries: Iterable[dict[str, Any]
 
 
 @functools.cache
-def count_gflop(preset: str, size: int, batch: int, tasks: str, *, backward: bool = False) -> float:
+def count_gflop(preset: str, size: int, batch: int, tasks: str, *, backward: bool = False,
+                backbone: str | None = None) -> float:
     """Convolution and matmul GFLOP of one pass of ``preset`` on a ``batch x 3 x size x size`` input.
 
     ``tasks`` is ``"one"`` (the network once for one task) or ``"all"`` (the all-task path); counted on the meta
@@ -405,14 +437,90 @@ def count_gflop(preset: str, size: int, batch: int, tasks: str, *, backward: boo
     from tsn.models import create_model
 
     with torch.device("meta"):
-        model = create_model(preset)
+        model = create_model(preset, **({"backbone": backbone} if backbone else {}))
         image = torch.empty(batch, 3, size, size)
-    with FlopCounterMode(display=False) as counter:
+    # Inference runs without autograd, and then the all-task path streams its tasks (decode_bytes): count that.
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(backward):
         outputs = model(image, None if tasks == "all" else model.tasks[0])
         if backward:
             values = outputs.values() if isinstance(outputs, dict) else [outputs]
             torch.stack([v.float().mean() for v in values]).sum().backward()
     return counter.get_total_flops() / 1e9
+
+
+def _layer_flops(module: Any, inputs: Any, output: Any) -> int:
+    """FLOPs of one call of a convolution or linear layer from its shapes: 2 x multiply-adds, as FlopCounterMode."""
+    import torch
+
+    if isinstance(module, torch.nn.Conv2d):
+        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        return 2 * output.numel() * per_output
+    return 2 * output.numel() * inputs[0].shape[-1]  # a linear layer: rows x out features x in features
+
+
+@functools.cache
+def flop_split(preset: str, size: int, batch: int = 1) -> dict[str, Any]:
+    """Exact FLOPs of ``preset``'s TSN on ``batch x 3 x size x size``: what every task shares and what each adds.
+
+    Counted from the shapes each layer sees on the meta device (no arithmetic): every convolution and linear layer
+    (forward hooks, ``2 x`` multiply-adds as :class:`torch.utils.flop_counter.FlopCounterMode` counts them) and the
+    channel pooling of the output layer (:func:`tsn.models.layers.pool_channels`, a matrix product). Shared, i.e.
+    computed once for any number of tasks: the encoder and the lateral blocks' 1x1 convolutions. Everything else
+    depends on the task: the fusion convolutions see AdaIN-modulated, LeakyReLU-activated lateral maps, which
+    differ between tasks (tests/perf/test_sharing.py). ``unattributed`` is whatever FlopCounterMode counts beyond
+    these layers (an encoder's attention matmuls; 0 for CNN encoders), run once and so shared as well.
+
+    Returns integer FLOPs: ``encoder``, ``lateral_convs``, ``unattributed``, ``shared`` (their sum), ``per_task``
+    (task -> FLOPs), ``all_tasks`` (shared + every task, one decoder call), ``per_task_way`` (the network once per
+    task) and ``tasks``.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tsn.models import create_model
+    from tsn.models.layers import EqualLinear
+
+    with torch.device("meta"):
+        model: Any = create_model(preset)
+        image = torch.empty(batch, 3, size, size)
+    model.decode_bytes = 2**62  # every task in one decoder call: the lateral convolutions run once
+    heads = model.head.out_channels
+    tasks = list(model.tasks)
+    counts: dict[str, int] = {}
+    names = {module: name for name, module in model.named_modules()}
+
+    def record(module: Any, inputs: Any, output: Any) -> None:
+        counts[names[module]] = counts.get(names[module], 0) + _layer_flops(module, inputs, output)
+        if module is model.head:  # the pooling of every task's output to its channels, per task in this pass
+            for name in pass_tasks:
+                channels = model.task_specs[name].channels
+                if channels != heads:
+                    pixels = output.numel() // (output.shape[1] * len(pass_tasks))
+                    counts[f"pool.{name}"] = 2 * channels * heads * pixels
+
+    layers = (torch.nn.Conv2d, torch.nn.Linear, EqualLinear)
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, layers)]
+    per_pass: dict[str, int] = {}
+    try:
+        for pass_tasks in [[t] for t in tasks] + [tasks]:
+            counts.clear()
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(image, pass_tasks)
+            per_pass[",".join(pass_tasks)] = counter.get_total_flops()
+            one = dict(counts)
+            if len(pass_tasks) == 1:
+                per_pass["layers:" + pass_tasks[0]] = sum(one.values())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    encoder = sum(v for k, v in one.items() if k.startswith("encoder."))
+    lateral = sum(v for k, v in one.items() if k.startswith("decoder.laterals.") and k.endswith(".conv"))
+    unattributed = per_pass[",".join(tasks)] - sum(one.values())
+    shared = encoder + lateral + unattributed
+    per_task = {t: per_pass["layers:" + t] - encoder - lateral for t in tasks}
+    return {"tasks": tasks, "encoder": encoder, "lateral_convs": lateral, "unattributed": unattributed,
+            "shared": shared, "per_task": per_task, "all_tasks": shared + sum(per_task.values()),
+            "per_task_way": sum(per_pass[t] for t in tasks)}
 
 
 # --------------------------------------------------------------------------------------------------- workers
@@ -438,6 +546,17 @@ def _current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError, AttributeError):
         return _peak_rss_mb()
+
+
+def _process_peak_mb() -> float | None:
+    """This process's high-water resident set in MB (``VmHWM``, reset by ``exec``, unlike ``ru_maxrss``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _peak_rss_mb() -> float:
@@ -467,6 +586,10 @@ class _Memory:
         peak = torch.cuda.max_memory_allocated(torch.device(self.device)) / 2**20 if self.cuda else _peak_rss_mb()
         return round(max(0.0, peak - self.base), 1)
 
+    def figures(self) -> dict[str, float | None]:
+        """``peak_memory_mb`` (growth over the baseline) and ``process_peak_mb`` (the whole process; CPU only)."""
+        return {"peak_memory_mb": self.peak_mb(), "process_peak_mb": None if self.cuda else _process_peak_mb()}
+
 
 def _timings(run: Callable[[], Any], warmup: Callable[[], Any], settings: BenchmarkSettings,
              repeats: int) -> list[float]:
@@ -484,11 +607,27 @@ def _timings(run: Callable[[], Any], warmup: Callable[[], Any], settings: Benchm
     return times
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's C++ libraries print to it directly (on a CPU-only
+    machine, kineto reports "gpuGetDeviceCount failed" on every profile)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _top_ops(run: Callable[[], Any], rows: int = 12) -> list[dict[str, Any]]:
     """The operators with the most self time in one call of ``run`` (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # this worker process only: kineto's own log lines
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
@@ -505,7 +644,8 @@ def _build(settings: BenchmarkSettings) -> Any:
     from tsn.models import create_model
 
     torch.manual_seed(0)
-    return create_model(settings.preset).to(settings.device)
+    return create_model(settings.preset, **({"backbone": settings.backbone} if settings.backbone else {})).to(
+        settings.device)
 
 
 def _image(batch: int, size: int, device: str) -> Any:
@@ -524,13 +664,26 @@ def _inference_options(config: str, settings: BenchmarkSettings) -> Any:
     return dataclasses.replace(options, compile=options.compile and settings.compile)
 
 
-def _tune_allocator_if_asked(settings: BenchmarkSettings, fast: bool) -> str:
-    """Tune this worker process's allocator where the settings ask for it; the suffix of the options' text."""
+TUNED_PROCESS = ("authors_tuned", "all_tasks_fp32_fast", "fastest", "naive_tuned", "all_tasks_fast")
+"""The configurations whose processes get the fast path's settings (``--tune-allocator``, ``--threads``); the
+others run in a process as shipped."""
+
+
+def _process_setup(settings: BenchmarkSettings, config: str) -> str:
+    """Apply the process settings of ``config`` to this worker process; the suffix of the options' text."""
+    import torch
+
     from tsn.inference.speed import tune_glibc_allocator
 
-    if not (fast and settings.tune_allocator and settings.device == "cpu"):
+    if config not in TUNED_PROCESS:
         return ""
-    return ",tuned_allocator" if tune_glibc_allocator() else ""
+    suffix = ""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+        suffix += f",threads={settings.threads}"
+    if settings.tune_allocator and settings.device == "cpu" and tune_glibc_allocator():
+        suffix += ",tuned_allocator"
+    return suffix
 
 
 def _inference_worker(job: _Job) -> dict[str, Any]:
@@ -539,9 +692,9 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
     from tsn.inference.speed import autocast, optimize, prepare
 
     settings, device = job.settings, job.settings.device
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    allocator = _tune_allocator_if_asked(settings, job.config in ("fastest", "all_tasks_fp32_fast"))
+    process = _process_setup(settings, job.config)
+    # Inductor's C++ build warns "No CUDA runtime is found" on a CPU-only machine with a CUDA build of torch.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     model = _build(settings).eval()
     names = list(model.tasks)
     image = _image(job.batch, job.size, device)
@@ -555,23 +708,41 @@ def _inference_worker(job: _Job) -> dict[str, Any]:
         def call(tasks: list[str]) -> dict[str, Any]:
             # Through model.__call__, which is what torch.compile compiles.
             with torch.inference_mode(), autocast(options, device):
-                if job.config == "authors":
-                    return {t: model(image, t) for t in tasks}
+                if job.config.startswith("authors"):
+                    return model.forward_per_task(image, tasks)
                 return model(image, tasks)
 
         run = functools.partial(call, names)
-        # One task is a complete warm-up of the authors' way (same shapes for every task), at a fifth of the cost.
-        warmup = functools.partial(call, names[:1]) if job.config == "authors" else run
+        # One task is a complete warm-up of the authors' way (same shapes for every task), at a fifth of the cost,
+        # and of the all-task path where it decodes one task per call (512 px); compiled models need the real call.
+        one_per_call = not options.compile and _one_task_per_call(model, image, options)
+        warmup = functools.partial(call, names[:1]) if job.config.startswith("authors") or one_per_call else run
     memory = _Memory(device)
-    times = _timings(run, warmup, settings, settings.repeats)
-    result: dict[str, Any] = {"times": [round(t, 4) for t in times], "peak_memory_mb": memory.peak_mb(),
-                              "options": "onnxruntime" if job.config == "onnxruntime" else str(options) + allocator}
+    repeats = settings.repeats if job.batch == settings.batches[0] else settings.repeats_large
+    times = _timings(run, warmup, settings, repeats)
+    result: dict[str, Any] = {"times": [round(t, 4) for t in times], **memory.figures(),
+                              "options": ("onnxruntime" if job.config == "onnxruntime" else str(options)) + process}
     if job.save_outputs:
         outputs = run()
         atomic_torch_save({k: torch.as_tensor(v).float().cpu() for k, v in outputs.items()}, job.save_outputs)
     if job.profile and job.config != "onnxruntime":
         result["top_ops"] = _top_ops(run)
     return result
+
+
+def _one_task_per_call(model: Any, image: Any, options: Any) -> bool:
+    """Whether the all-task path decodes one task per call here (then one task is a complete warm-up)."""
+    import torch
+
+    from tsn.models.backbone import encode, padded_size
+
+    if not hasattr(model, "tasks_per_call"):
+        return False
+    with torch.inference_mode():  # the shapes of one image's features; the batch is passed apart
+        features = encode(model.encoder, image[:1], model.input_multiple)
+    size = padded_size(image.shape[-2:], model.input_multiple)
+    dtype = torch.bfloat16 if options.bf16 else image.dtype
+    return bool(model.tasks_per_call(features, size, image.shape[0], dtype) == 1)
 
 
 def _onnx_runner(job: _Job, image: Any, names: list[str]) -> tuple[Callable, Callable]:
@@ -603,7 +774,6 @@ def _random_labels(specs: Mapping[str, Any], batch: int, size: int, device: str)
 
 
 def _training_worker(job: _Job) -> dict[str, Any]:
-    import torch
 
     from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
     from tsn.training import load_config
@@ -611,12 +781,10 @@ def _training_worker(job: _Job) -> dict[str, Any]:
     from tsn.training.trainer import build_optimizer
 
     settings, device = job.settings, job.settings.device
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    allocator = _tune_allocator_if_asked(settings, job.config == "all_tasks_fast")
+    process = _process_setup(settings, job.config)
     recipe = load_config(settings.preset)  # the one copy of the preset's optimizer, learning rates, loss weights
     model = _build(settings).train()
-    if job.config == "naive":
+    if job.config.startswith("naive"):
         options = SpeedOptions()
     else:  # compilation of the backward pass costs minutes on a CPU: only where it is asked for and pays (CUDA)
         fastest = fastest_options(device)
@@ -642,7 +810,7 @@ def _training_worker(job: _Job) -> dict[str, Any]:
         for task in names:
             step([task])
 
-    if job.config == "naive":  # one step per task in turn, as the authors' loop
+    if job.config.startswith("naive"):  # one step per task in turn, as the authors' loop
         steps = len(names)
         run, warmup = step_per_task, functools.partial(step, names[:1])
     else:
@@ -653,11 +821,11 @@ def _training_worker(job: _Job) -> dict[str, Any]:
     task_samples = job.batch * len(names)  # per call of run: every task once, for each image of the batch
     return {
         "times": [round(t, 4) for t in times],
-        "options": str(options) + allocator,
+        "options": str(options) + process,
         "steps_per_call": steps,
         "task_samples_per_s": round(task_samples / statistics.median(times), 3),
         "images_per_s": round(job.batch * steps / statistics.median(times), 3),
-        "peak_memory_mb": memory.peak_mb(),
+        **memory.figures(),
     }
 
 
@@ -685,9 +853,14 @@ def _accuracy(reference: Mapping[str, Any], outputs: Mapping[str, Any], specs: M
 
 # --------------------------------------------------------------------------------------------------- driver
 def _pool(settings: BenchmarkSettings) -> Any:
-    """A process pool that starts every worker clean; the fork server imports torch and tsn only once."""
+    """A pool that runs every configuration in a new Python process (``spawn``), one at a time.
+
+    Not a fork: a forked child shares its parent's pages and inherits its allocator state, so neither its memory
+    nor its "as shipped" settings would be its own. Each process imports torch anew (a few seconds each). The
+    ``quick`` smoke run, whose figures are not quoted, forks its workers from a server that imported torch once.
+    """
     methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    if settings.quick and "forkserver" in methods:
         forkserver = multiprocessing.get_context("forkserver")
         forkserver.set_forkserver_preload(
             ["torch", "timm", "tsn.studies.benchmark", "tsn.models", "tsn.inference.speed", "tsn.training"]
@@ -705,10 +878,12 @@ def _inference_jobs(settings: BenchmarkSettings, tmp: Path, onnx_path: str | Non
             # the first batch size only, which keeps the whole CPU benchmark under ten minutes.
             configs = [c for c in INFERENCE_CONFIGS if c != "onnxruntime" or (onnx_path and first)]
             for config in configs:
+                # The tuned baseline runs the authors' very operations: its outputs and profile add nothing.
+                extras = first and config != "authors_tuned"
                 yield _Job(
                     "inference", config, size, batch, settings, onnx_path=onnx_path,
-                    save_outputs=str(tmp / f"{config}-{size}.pt") if first else None,
-                    profile=first and size == max(settings.sizes), channels=channels,
+                    save_outputs=str(tmp / f"{config}-{size}.pt") if extras else None,
+                    profile=extras and size == max(settings.sizes), channels=channels,
                 )
 
 
@@ -735,10 +910,12 @@ def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {**asdict(settings), "sizes": list(settings.sizes), "batches": list(settings.batches)},
         "machine": info,
-        "model": {"preset": settings.preset, "tasks": names, "parameters": model.num_parameters()},
+        "model": {"preset": settings.preset, "backbone": model.config.backbone, "tasks": names,
+                  "parameters": model.num_parameters()},
         "matmul_peak_gflops": {dtype: peak["probes"]["matmul"] for dtype, peak in peaks.items()},
         "peak_gflops": peaks,
         "theoretical_peak": theoretical,
+        "flops": _flops_summary(settings.preset, max(settings.sizes)),
         "inference": [],
         "training": [],
     }
@@ -748,10 +925,13 @@ def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | 
         jobs = list(_inference_jobs(settings, tmp, onnx_path, {n: s.channels for n, s in specs.items()}))
         for job in jobs:
             results["inference"].append(_measure_inference(pool, job, log))
+            _write_partial(results, output)
         _add_accuracy(results["inference"], tmp, specs, settings.batches[0])
         for config in TRAINING_CONFIGS:
             job = _Job("training", config, settings.train_size, settings.train_batch, settings)
             results["training"].append(_measure_training(pool, job, log))
+            _write_partial(results, output)
+    results["complete"] = True
     results["peak_notes"] = cap_peaks(peaks, results["inference"] + results["training"], theoretical)
     _add_ratios(results)
     if hasattr(os, "getloadavg"):
@@ -762,6 +942,21 @@ def run_benchmark(settings: BenchmarkSettings, output: str | os.PathLike[str] | 
         atomic_write_json(output, results)
         log(f"wrote {output}")
     return results
+
+
+def _write_partial(results: dict[str, Any], output: str | os.PathLike[str] | None) -> None:
+    """The results so far (``"complete": false``), written atomically after every configuration: a run cut short
+    keeps what it measured."""
+    if output is not None:
+        atomic_write_json(output, {**results, "complete": False})
+
+
+def _flops_summary(preset: str, size: int) -> dict[str, Any]:
+    """:func:`flop_split` at ``size``, batch 1, in GFLOP: what the tasks share and what each adds."""
+    split = flop_split(preset, size, 1)
+    gflop = {k: round(v / 1e9, 3) for k, v in split.items() if isinstance(v, int)}
+    return {"size": size, "batch": 1, **gflop,
+            "per_task": {t: round(v / 1e9, 3) for t, v in split["per_task"].items()}}
 
 
 def _export_for_onnxruntime(model: Any, settings: BenchmarkSettings, tmp: Path,
@@ -794,10 +989,11 @@ def _peak_dtype(options: str) -> str:
 
 def _measure_inference(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
     result = pool.apply(_worker, (job,))
-    entry = {"config": job.config, "size": job.size, "batch": job.batch, **result}
+    entry = {"config": job.config, "size": job.size, "batch": job.batch, **result, "load_average": _load()}
     if "error" not in result:
         seconds = statistics.median(result["times"])
-        gflop = count_gflop(job.settings.preset, job.size, job.batch, "all" if _all_tasks(job.config) else "one")
+        gflop = count_gflop(job.settings.preset, job.size, job.batch, "all" if _all_tasks(job.config) else "one",
+                            backbone=job.settings.backbone)
         gflop *= 1 if _all_tasks(job.config) else len(job.channels)
         entry.update(seconds=round(seconds, 4), images_per_s=round(job.batch / seconds, 3), gflop=round(gflop, 1),
                      gflops=round(gflop / seconds, 1), peak_dtype=_peak_dtype(result["options"]))
@@ -808,17 +1004,24 @@ def _measure_inference(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
     return entry
 
 
+def _load() -> float | None:
+    """The 1-minute load average when a configuration finished (other work on the machine), where known."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def _all_tasks(config: str) -> bool:
-    return config not in ("authors", "onnxruntime")
+    return config not in ("authors", "authors_tuned", "onnxruntime")
 
 
 def _measure_training(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
     result = pool.apply(_worker, (job,))
-    entry = {"kind": "training", "config": job.config, "size": job.size, "batch": job.batch, **result}
+    entry = {"kind": "training", "config": job.config, "size": job.size, "batch": job.batch, **result,
+             "load_average": _load()}
     if "error" not in result:
         seconds = statistics.median(result["times"])
         one_step = count_gflop(job.settings.preset, job.size, job.batch,
-                               "one" if job.config == "naive" else "all", backward=True)
+                               "one" if job.config.startswith("naive") else "all", backward=True,
+                               backbone=job.settings.backbone)
         gflop = one_step * result["steps_per_call"]
         entry.update(gflop=round(gflop, 1), gflops=round(gflop / seconds, 1), peak_dtype=_peak_dtype(result["options"]))
         log(f"  train {job.config:<14} {job.size}px batch {job.batch}: {result['task_samples_per_s']:.3f} "
@@ -843,64 +1046,91 @@ def _add_accuracy(entries: list[dict[str, Any]], tmp: Path, specs: Mapping[str, 
 
 
 def _add_ratios(results: dict[str, Any]) -> None:
-    """Speed-ups over the authors' way / the naive loop, and the goals of issue 6."""
+    """Speed-ups over both authors' baselines and the naive loops, memory ratios, and the goals of issue 12."""
     inference = [e for e in results["inference"] if "seconds" in e]
-    base = {(e["size"], e["batch"]): e["seconds"] for e in inference if e["config"] == "authors"}
-    for entry in inference:
-        key = (entry["size"], entry["batch"])
-        if key in base:
-            entry["speedup_vs_authors"] = round(base[key] / entry["seconds"], 2)
+    for baseline in ("authors", "authors_tuned"):
+        base = {(e["size"], e["batch"]): e for e in inference if e["config"] == baseline}
+        for entry in inference:
+            reference = base.get((entry["size"], entry["batch"]))
+            if reference is None:
+                continue
+            entry[f"speedup_vs_{baseline}"] = round(reference["seconds"] / entry["seconds"], 2)
+            if entry.get("process_peak_mb") and reference.get("process_peak_mb"):
+                entry[f"memory_vs_{baseline}"] = round(entry["process_peak_mb"] / reference["process_peak_mb"], 2)
     training = {e["config"]: e for e in results["training"] if "task_samples_per_s" in e}
-    if "naive" in training:
-        for entry in training.values():
-            entry["speedup_vs_naive"] = round(entry["task_samples_per_s"] / training["naive"]["task_samples_per_s"], 2)
+    for baseline in ("naive", "naive_tuned"):
+        if baseline in training:
+            for entry in training.values():
+                rate = training[baseline]["task_samples_per_s"]
+                entry[f"speedup_vs_{baseline}"] = round(entry["task_samples_per_s"] / rate, 2)
     size = max(results["settings"]["sizes"])
-    batch = min(results["settings"]["batches"])
+    batches = results["settings"]["batches"]
 
-    def speedup(config: str) -> float | None:
-        found = [e.get("speedup_vs_authors") for e in inference
-                 if e["config"] == config and e["size"] == size and e["batch"] == batch]
+    def figure(config: str, key: str, batch: int) -> float | None:
+        found = [e.get(key) for e in inference if e["config"] == config and e["size"] == size and e["batch"] == batch]
         return found[0] if found else None
 
-    fp32 = [s for s in (speedup("all_tasks"), speedup("all_tasks_fp32_fast")) if s is not None]
+    small, large = min(batches), max(batches)
     measured = {
-        "all_tasks_fp32_vs_authors": max(fp32) if fp32 else None,
-        "fastest_vs_authors": speedup("fastest"),
-        "training_vs_naive": training.get("all_tasks_fast", {}).get("speedup_vs_naive"),
+        "fp32_vs_authors_tuned": figure("all_tasks_fp32_fast", "speedup_vs_authors_tuned", small),
+        "bf16_vs_authors_tuned": figure("fastest", "speedup_vs_authors_tuned", small),
+        "fp32_peak_fraction": figure("all_tasks_fp32_fast", "peak_fraction", small),
+        "bf16_peak_fraction": figure("fastest", "peak_fraction", small),
+        "fp32_memory_vs_authors_batch1": figure("all_tasks_fp32_fast", "memory_vs_authors", small),
+        "fp32_memory_vs_authors_large_batch": (figure("all_tasks_fp32_fast", "memory_vs_authors", large)
+                                               if large != small else None),
+        "training_vs_naive_tuned": training.get("all_tasks_fast", {}).get("speedup_vs_naive_tuned"),
     }
-    results["goals"] = {
-        name: {"target": target, "measured": measured[name],
-               "met": measured[name] is not None and measured[name] >= target}
-        for name, target in GOALS.items()
-    }
+    results["goals"] = {}
+    for name, (direction, target) in GOALS.items():
+        value = measured[name]
+        met = value is not None and (value >= target if direction == ">=" else value <= target)
+        results["goals"][name] = {"target": target, "direction": direction, "measured": value, "met": met}
 
 
 def _percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
+def _ratio(value: float | None, width: int) -> str:
+    return f"{'-' if value is None else f'{value:.2f}':>{width}}"
+
+
+def _memory(entry: Mapping[str, Any]) -> float:
+    """The process peak where measured (CPU), else the growth figure (CUDA)."""
+    return entry.get("process_peak_mb") or entry["peak_memory_mb"]
+
+
 def format_report(results: Mapping[str, Any]) -> str:
     """The human-readable table printed at the end of a run (percentages of peak are at most 100)."""
-    lines = ["", f"{'inference':<22}{'size':>6}{'batch':>6}{'seconds':>10}{'img/s':>9}{'GFLOP/s':>9}"
-             f"{'% peak':>8}{'% theor':>8}{'mem MB':>9}{'x authors':>10}"]
+    lines = ["", f"{'inference':<22}{'size':>6}{'batch':>6}{'seconds':>10}{'img/s':>8}{'GFLOP/s':>9}"
+             f"{'% peak':>8}{'% theor':>8}{'mem MB':>8}{'x authors':>10}{'x tuned':>8}{'mem x':>7}"]
     for e in results["inference"]:
         if "seconds" not in e:
             lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
             continue
-        lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['seconds']:>10.3f}{e['images_per_s']:>9.2f}"
+        lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['seconds']:>10.3f}{e['images_per_s']:>8.2f}"
                      f"{e['gflops']:>9.1f}{_percent(e.get('peak_fraction')):>8}"
-                     f"{_percent(e.get('theoretical_fraction')):>8}{e['peak_memory_mb']:>9.0f}"
-                     f"{e.get('speedup_vs_authors', float('nan')):>10.2f}")
+                     f"{_percent(e.get('theoretical_fraction')):>8}{_memory(e):>8.0f}"
+                     f"{_ratio(e.get('speedup_vs_authors'), 10)}{_ratio(e.get('speedup_vs_authors_tuned'), 8)}"
+                     f"{_ratio(e.get('memory_vs_authors'), 7)}")
     lines += ["", f"{'training':<22}{'size':>6}{'batch':>6}{'task-samples/s':>16}{'GFLOP/s':>9}{'% peak':>8}"
-              f"{'mem MB':>9}{'x naive':>9}"]
+              f"{'mem MB':>8}{'x naive':>9}{'x tuned':>8}"]
     for e in results["training"]:
         if "task_samples_per_s" not in e:
             lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}  failed: {e['error']}")
             continue
         lines.append(f"{e['config']:<22}{e['size']:>6}{e['batch']:>6}{e['task_samples_per_s']:>16.3f}"
-                     f"{e['gflops']:>9.1f}{_percent(e.get('peak_fraction')):>8}{e['peak_memory_mb']:>9.0f}"
-                     f"{e.get('speedup_vs_naive', float('nan')):>9.2f}")
+                     f"{e['gflops']:>9.1f}{_percent(e.get('peak_fraction')):>8}{_memory(e):>8.0f}"
+                     f"{_ratio(e.get('speedup_vs_naive'), 9)}{_ratio(e.get('speedup_vs_naive_tuned'), 8)}")
     lines.append("")
+    flops = results.get("flops")
+    if flops:
+        per_task = flops["per_task"]
+        lines.append(f"FLOPs at {flops['size']} px, batch 1: shared {flops['shared']:.1f} GFLOP (encoder "
+                     f"{flops['encoder']:.1f}, lateral convolutions {flops['lateral_convs']:.2f}), per task "
+                     f"{min(per_task.values()):.1f}-{max(per_task.values()):.1f}; all {len(per_task)} tasks "
+                     f"{flops['all_tasks']:.1f} vs {flops['per_task_way']:.1f} the authors' way")
     theoretical = results.get("theoretical_peak")
     for dtype, peak in results.get("peak_gflops", {}).items():
         raised = peak.get("raised_by")
@@ -910,7 +1140,8 @@ def format_report(results: Mapping[str, Any]) -> str:
     lines += [f"note: {note}" for note in results.get("peak_notes", [])]
     for name, goal in results.get("goals", {}).items():
         verdict = "met" if goal["met"] else "MISSED"
-        lines.append(f"goal {name}: >= {goal['target']}x, measured {goal['measured']}x ({verdict})")
+        lines.append(f"goal {name}: {goal.get('direction', '>=')} {goal['target']}, measured {goal['measured']} "
+                     f"({verdict})")
     return "\n".join(lines)
 
 

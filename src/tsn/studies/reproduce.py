@@ -54,6 +54,8 @@ __all__ = [
     "build_table",
     "table_markdown",
     "default_jobs",
+    "complete_runs",
+    "prepare_data",
     "reproduce",
 ]
 
@@ -294,11 +296,13 @@ def _complete_run(
     return summary, evaluate_or_reuse(run, summary, split, workers, progress)
 
 
-def _complete_all(
+def complete_runs(
     runs: Sequence[PlannedRun], out: Path, split: str, jobs: int, workers: int | None, progress: bool,
-    log: Callable[[str], None],
+    log: Callable[[str], None], tag: str = "reproduce",
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """Every run's (summary, evaluation), ``jobs`` runs at a time on worker processes of one thread each."""
+    """Every run's (summary, evaluation), each trained (or reused) in ``out/<run.key>`` and scored on ``split``,
+    ``jobs`` runs at a time on worker processes of one thread each; ``log`` gets one line per run, tagged ``tag``.
+    Shared by :func:`reproduce` and the studies (:mod:`tsn.studies.scaling`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -308,7 +312,7 @@ def _complete_all(
 
     def report(key: str) -> None:
         summary, record = done[key]
-        log(f"[reproduce {len(done)}/{len(runs)}] {key}: {summary['action']} ({summary['step']} steps, "
+        log(f"[{tag} {len(done)}/{len(runs)}] {key}: {summary['action']} ({summary['step']} steps, "
             f"{summary['seconds']:.0f} s), scored on {split} in {record['time']['seconds']:.0f} s")
 
     if jobs <= 1:
@@ -357,10 +361,10 @@ def reproduce(
     dataset = _dataset_key(dataset)
     runs = plan_runs(dataset, budget, data_root, overrides)
     split = EVALUATION_SPLITS[dataset]
-    _prepare_data(runs[0].config, split)
+    prepare_data(runs[0].config, split)
     _check_device(runs[0].config, budget)
     out = Path(out_dir).expanduser()
-    done = _complete_all(runs, out, split, jobs or default_jobs(runs[0].config), workers, progress, log)
+    done = complete_runs(runs, out, split, jobs or default_jobs(runs[0].config), workers, progress, log)
     records = {key: record for key, (_, record) in done.items()}
     table = {
         "format": TABLE_FORMAT,
@@ -388,7 +392,7 @@ def reproduce(
     return table
 
 
-def _prepare_data(config: Any, split: str) -> None:
+def prepare_data(config: Any, split: str) -> None:
     """Open every split the runs read, before any training: a missing dataset folder fails here in one line, and
     the synthetic scenes are rendered and cached once rather than by each parallel run."""
     from tsn.data import build_dataset

@@ -97,6 +97,9 @@ class OptimConfig:
     lr: float = 1e-4
     encoder_lr: float | None = 1e-6
     """Learning rate of ``model.encoder``; None: the same as ``lr``."""
+    layer_decay: float | None = None
+    """Layer-wise learning-rate decay of the encoder (transformer recipes: 0.65-0.8, docs/backbones.md): its
+    deepest block trains at ``encoder_lr``, each block below at ``layer_decay`` times the one above. None: off."""
     weight_decay: float = 0.0
     momentum: float = 0.9
     """SGD only."""
@@ -158,6 +161,10 @@ class TrainConfig:
     """Task schedule (:mod:`tsn.training.schedules`): ``epoch``, ``round_robin`` or ``all_tasks``."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Per-task loss weights; a task not named keeps the registry's (the paper's) weight."""
+    label_fractions: dict[str, float] = field(default_factory=dict)
+    """Partially labelled data, for experiments: the fraction (0 < f <= 1) of training images labelled per task,
+    e.g. ``{semseg: 0.25}``; a task not named keeps all its labels. The subset is a function of ``seed`` and the
+    image index, nested across fractions (:mod:`tsn.data.partial`). CLI: ``--label-fraction semseg=0.25``."""
     epochs: int = 300
     max_steps: int | None = None
     """Stop after this many optimizer steps (the last epoch may be partial), then validate."""
@@ -246,8 +253,16 @@ def validate_config(config: TrainConfig) -> None:
             check(require_positive, key, _field(config, key))
     for key, (zero, one) in _FRACTIONS.items():
         check(require_fraction, key, _field(config, key), include_zero=zero, include_one=one)
+    if config.optim.layer_decay is not None:  # (0, 1]
+        check(require_fraction, "optim.layer_decay", config.optim.layer_decay, include_zero=False, include_one=True)
     for task, weight in config.loss_weights.items():
         check(require_non_negative, f"loss_weights.{task}", weight)
+    run_tasks = [spec.name for spec in config.model.task_specs]
+    for task, fraction in config.label_fractions.items():
+        if task not in run_tasks:
+            raise TsnError(f"config label_fractions names {task!r}, which is not a task of this run "
+                           f"({', '.join(run_tasks)}); use --label-fraction TASK=FRACTION with one of those")
+        check(require_fraction, f"label_fractions.{task}", fraction, include_zero=False, include_one=True)
     for task, channels in config.model.task_channels.items():
         check(require_int, f"model.task_channels.{task}", channels, minimum=1)
     for width in config.model.decoder_channels or ():

@@ -31,6 +31,7 @@ __all__ = [
     "depth_l1",
     "task_loss",
     "loss_weights",
+    "mask_unlabelled",
     "multitask_loss",
 ]
 
@@ -94,6 +95,8 @@ LOSSES: dict[str, LossFn] = {
     "balanced_bce": balanced_bce,
     "normals_l1": normals_l1,
     "depth_l1": depth_l1,
+    # The same masked L1 for any scalar map whose 0 marks "no label" (the synthetic albedo, shading, distances).
+    "scalar_l1": depth_l1,
 }
 """Loss functions by the name a :class:`~tsn.tasks.TaskSpec` gives in ``loss``."""
 
@@ -116,13 +119,37 @@ def loss_weights(specs: Mapping[str, TaskSpec], overrides: Mapping[str, float] |
     return {name: float(overrides.get(name, spec.loss_weight)) for name, spec in specs.items()}
 
 
+def mask_unlabelled(label: torch.Tensor, labelled: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
+    """``label`` with every pixel of the samples not labelled for the task (``labelled``: ``BoolTensor[N]``) set
+    to ``ignore_index``.
+
+    Every loss already leaves ``ignore_index`` pixels out of both the sum and the count, so an unlabelled sample is
+    *excluded* (the mean is over the labelled samples' valid pixels, and whatever its label holds, NaN included,
+    never reaches the loss or the gradient) rather than zero-weighted into the mean. A batch with no labelled
+    sample gives the exact, graph-connected zero of an all-ignored label: no loss and no gradient for the task.
+    """
+    if labelled is None:
+        return label
+    keep = labelled.to(device=label.device, dtype=torch.bool).reshape(-1, *([1] * (label.dim() - 1)))
+    return torch.where(keep, label, torch.full_like(label, float(ignore_index)))
+
+
 def multitask_loss(
     outputs: Mapping[str, torch.Tensor],
     labels: Mapping[str, torch.Tensor],
     specs: Mapping[str, TaskSpec],
     weights: Mapping[str, float],
+    labelled: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(sum_t weight_t * loss_t, {task: unweighted loss_t})`` over the tasks in ``outputs``."""
-    losses = {name: task_loss(specs[name], raw, labels[name]) for name, raw in outputs.items()}
+    """``(sum_t weight_t * loss_t, {task: unweighted loss_t})`` over the tasks in ``outputs``.
+
+    ``labelled`` (a batch's ``sample["labelled"]``, :mod:`tsn.data.partial`) excludes each task's unlabelled
+    samples (:func:`mask_unlabelled`); a task it does not name is labelled in every sample.
+    """
+    labelled = labelled or {}
+    losses = {
+        name: task_loss(specs[name], raw, mask_unlabelled(labels[name], labelled.get(name), specs[name].ignore_index))
+        for name, raw in outputs.items()
+    }
     total = torch.stack([weights[name] * value for name, value in losses.items()]).sum()
     return total, losses

@@ -17,6 +17,11 @@ alone); ``all_tasks`` draws from the single stream :data:`ALL`. Every stream is 
 ``(seed, epoch, stream)`` and cut into full global batches (a trailing partial batch is dropped so that every
 step, and every rank, has the same batch size).
 
+Partially labelled data (:mod:`tsn.data.partial`): a stream's *pool* is either its dataset's length (every index)
+or the dataset indices it may draw from. The per-task schedules pool a task's stream over the images labelled for
+that task (:func:`stream_pools`), so they never draw an unlabelled sample; ``all_tasks`` draws every image and the
+loss masks each sample's unlabelled tasks. A pool holding every index gives exactly the plan of the plain length.
+
 :class:`PlanSampler` plays ``DistributedSampler``'s role for a plan: it reshuffles per epoch and gives each rank
 its share of every global batch, cut into gradient-accumulation micro-batches. The global batch is split into
 ``world_size * grad_accum`` contiguous chunks and rank ``r`` takes chunks ``r * grad_accum ... + grad_accum - 1``,
@@ -28,9 +33,9 @@ augmentations do not depend on worker processes, rank count or interruptions.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
@@ -42,7 +47,9 @@ __all__ = [
     "ALL",
     "Step",
     "SampleKey",
+    "Pool",
     "plan_streams",
+    "stream_pools",
     "epoch_plan",
     "micro_batch_size",
     "sample_seed",
@@ -93,25 +100,49 @@ def plan_streams(schedule: str, tasks: Sequence[str]) -> tuple[str, ...]:
     return (ALL,) if schedule == "all_tasks" else tuple(tasks)
 
 
-def _batches(length: int, batch_size: int, rng: np.random.Generator, stream: str) -> list[tuple[int, ...]]:
+Pool = int | Sequence[int]
+"""The samples a stream draws from: every index of a dataset of that length, or these dataset indices."""
+
+
+def stream_pools(schedule: str, datasets: Mapping[str, Dataset]) -> dict[str, Pool]:
+    """Each stream's pool: a per-task stream's labelled indices (:func:`tsn.data.partial.labelled_indices`), the
+    :data:`ALL` stream's length (it draws every image; the loss masks the unlabelled tasks per sample)."""
+    from tsn.data.partial import labelled_indices
+
+    _check_schedule(schedule)
+    pools: dict[str, Pool] = {}
+    for stream, dataset in datasets.items():
+        length = len(cast(Sized, dataset))
+        indices = length if stream == ALL else labelled_indices(dataset, stream)
+        # A pool of every index is kept as the length: the same plan, and a small checkpoint-free object.
+        pools[stream] = length if isinstance(indices, int) or list(indices) == list(range(length)) else indices
+    return pools
+
+
+def _batches(pool: Pool, batch_size: int, rng: np.random.Generator, stream: str) -> list[tuple[int, ...]]:
+    length = pool if isinstance(pool, int) else len(pool)
     if length < batch_size:
+        what = "samples" if isinstance(pool, int) else f"samples labelled for {stream}"
         raise TsnError(
-            f"the training data for {stream!r} has {length} samples, fewer than one batch of {batch_size}; "
-            "lower batch_size or use more data"
+            f"the training data for {stream!r} has {length} {what}, fewer than one batch of {batch_size}; "
+            "lower batch_size, use more data" + ("" if isinstance(pool, int) else " or label more of it")
         )
     order = rng.permutation(length).tolist()
+    if not isinstance(pool, int):
+        order = [int(pool[i]) for i in order]
     return [tuple(order[start : start + batch_size]) for start in range(0, length - batch_size + 1, batch_size)]
 
 
 def epoch_plan(
     schedule: str,
     tasks: Sequence[str],
-    lengths: Mapping[str, int],
+    lengths: Mapping[str, Pool],
     batch_size: int,
     seed: int,
     epoch: int,
 ) -> list[Step]:
-    """The steps of ``epoch`` (0-based); ``lengths`` gives the size of every stream of :func:`plan_streams`."""
+    """The steps of ``epoch`` (0-based); ``lengths`` gives the pool of every stream of :func:`plan_streams`: its
+    size (every index), or the dataset indices it draws from (:func:`stream_pools`)."""
     streams = plan_streams(schedule, tasks)
     batches = {s: _batches(lengths[s], batch_size, _generator(seed, epoch, f"stream:{s}"), s) for s in streams}
     if schedule == "all_tasks":
@@ -181,11 +212,21 @@ class PlanDataset(Dataset):
 
     The transform draws its randomness from a generator seeded with the key's seed (never from a global or
     per-worker RNG), which is what makes an augmented run reproducible across interruptions and rank counts.
+    A sample's label mask (``sample["labelled"]``, :mod:`tsn.data.partial`) is not the transform's business (the
+    resize drops keys it does not know): it is set aside and put back on the transformed sample.
     """
 
     def __init__(self, datasets: Mapping[str, Dataset], transforms: Mapping[str, Transform]) -> None:
         self.datasets, self.transforms = dict(datasets), dict(transforms)
 
     def __getitem__(self, key: SampleKey) -> Any:
+        from tsn.data.partial import LABELLED
+
         sample = self.datasets[key.stream][key.index]
-        return self.transforms[key.stream](sample, np.random.default_rng(key.seed))
+        labelled = sample.get(LABELLED)
+        if labelled is not None:
+            sample = {k: v for k, v in sample.items() if k != LABELLED}
+        out = self.transforms[key.stream](sample, np.random.default_rng(key.seed))
+        if labelled is not None:
+            out[LABELLED] = {task: bool(flag) for task, flag in labelled.items()}
+        return out

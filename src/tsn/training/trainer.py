@@ -22,10 +22,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, build_model
-from tsn.models.backbone import encoder_feature_info
+from tsn.models.backbone import encoder_feature_info, encoder_layer_ids
 from tsn.models.checkpoint import load_state_dict_checked
 from tsn.tasks import TaskSpec, get_task
 from tsn.training.checkpointing import (
@@ -50,7 +50,17 @@ from tsn.training.checkpointing import (
 from tsn.training.config import SchedulerConfig, TrainConfig, apply_overrides, config_from_dict, load_config_dict
 from tsn.training.distributed import DistContext, init_distributed
 from tsn.training.losses import loss_weights, multitask_loss
-from tsn.training.schedules import ALL, PlanDataset, PlanSampler, Step, epoch_plan, micro_batch_size, plan_streams
+from tsn.training.schedules import (
+    ALL,
+    PlanDataset,
+    PlanSampler,
+    Pool,
+    Step,
+    epoch_plan,
+    micro_batch_size,
+    plan_streams,
+    stream_pools,
+)
 from tsn.training.validation import ValidationResult, autocast, resolve_amp, validate, validation_loader
 from tsn.utils.io import atomic_write_json, atomic_write_text
 
@@ -149,21 +159,33 @@ def _model_task(name: str, specs: Mapping[str, TaskSpec], what: str) -> str:
 # ------------------------------------------------------------------------------------------------ building
 
 
-def _parameter_groups(model: DensePredictionModel, lr: float, encoder_lr: float | None) -> list[dict[str, Any]]:
-    """The paper's two groups: the encoder, and everything else (decoder, task embedding, heads)."""
+def _parameter_groups(
+    model: DensePredictionModel, lr: float, encoder_lr: float | None, layer_decay: float | None = None
+) -> list[dict[str, Any]]:
+    """The paper's two groups: the encoder, and everything else (decoder, task embedding, heads); with
+    ``layer_decay``, one encoder group per depth (:func:`tsn.models.backbone.encoder_layer_ids`), the deepest at
+    the encoder's rate and each one below at ``layer_decay`` times the rate above (BEiT's layer-wise decay)."""
     encoder = list(model.encoder.parameters())
     in_encoder = {id(p) for p in encoder}
     rest = [p for p in model.parameters() if id(p) not in in_encoder]
+    top_lr = lr if encoder_lr is None else encoder_lr
+    decoder = {"params": rest, "lr": lr, "name": "decoder"}
+    if layer_decay is None:
+        return [{"params": encoder, "lr": top_lr, "name": "encoder"}, decoder]
+    ids, layers = encoder_layer_ids(model.encoder)
+    groups: dict[int, list[torch.nn.Parameter]] = {}
+    for name, parameter in model.encoder.named_parameters():
+        groups.setdefault(ids[name], []).append(parameter)
     return [
-        {"params": encoder, "lr": lr if encoder_lr is None else encoder_lr, "name": "encoder"},
-        {"params": rest, "lr": lr, "name": "decoder"},
-    ]
+        {"params": groups[layer], "lr": top_lr * layer_decay ** (layers - 1 - layer), "name": f"encoder.{layer}"}
+        for layer in sorted(groups)
+    ] + [decoder]
 
 
 def build_optimizer(model: DensePredictionModel, config: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer over the two parameter groups ``encoder`` and ``decoder``."""
     o = config.optim
-    groups = _parameter_groups(model, o.lr, o.encoder_lr)
+    groups = _parameter_groups(model, o.lr, o.encoder_lr, o.layer_decay)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     optimizer = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
@@ -322,11 +344,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         with self.ctx.main_first():
             self.model = self._build_model()
+        self.steps_per_epoch = len(self._plan(0))  # before the run folder: too little (labelled) data is refused
         self.paths = self._prepare_run_dir(out_dir, resume)
         self.log = _setup_logger(self.paths if self.ctx.is_main else None, console=progress)
         if self.paths.removed_temp_files:
             self.log.info(f"removed {len(self.paths.removed_temp_files)} temporary file(s) left by an interrupted save")
-        self.steps_per_epoch = len(self._plan(0))
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
 
@@ -372,8 +394,9 @@ class Trainer:
             raise TsnError(error)
         return paths
 
-    def _train_data(self) -> tuple[DataLoader, PlanSampler, dict[str, int]]:
+    def _train_data(self) -> tuple[DataLoader, PlanSampler, dict[str, Pool]]:
         from tsn.data import build_dataset, build_transforms, collate
+        from tsn.data.partial import PartialLabels
 
         d = self.config.data
         options = {**d.options, **d.train_options}
@@ -382,6 +405,9 @@ class Trainer:
         for stream in self.streams:
             names = list(self.specs) if stream == ALL else [stream]
             datasets[stream] = build_dataset(d.dataset, d.train_split, tasks=names, root=d.root, **options)
+            fractions = {t: f for t, f in self.config.label_fractions.items() if t in names}
+            if fractions:  # an experiment's partial labels (tsn.data.partial): the same subset on every rank
+                datasets[stream] = PartialLabels(datasets[stream], fractions, self.config.seed, tasks=names)
             kind = kinds.get(stream, d.train_transform)
             transforms[stream] = build_transforms(kind, d.input_size, tasks=[self.specs[n] for n in names])
         sampler = PlanSampler(self.ctx.rank, self.ctx.world_size, self.config.grad_accum, self.config.seed)
@@ -395,8 +421,8 @@ class Trainer:
             worker_init_fn=_ignore_signals if d.num_workers > 0 else None,
             generator=torch.Generator(),  # the loader's seed draws must not advance the global RNG
         )
-        # Map-style datasets have a length; torch's Dataset stub does not declare it.
-        return loader, sampler, {stream: len(cast(Sized, ds)) for stream, ds in datasets.items()}
+        # Per-task streams draw only the samples labelled for their task.
+        return loader, sampler, stream_pools(self.config.schedule, datasets)
 
     def _val_data(self) -> DataLoader:
         from tsn.data import build_dataset, build_transforms
@@ -486,8 +512,11 @@ class Trainer:
             with autocast(self.ctx.device, self.amp):
                 raw = self.net(images, list(tasks))
             labels = {t: batch[t].to(self.ctx.device, non_blocking=True) for t in tasks}
-            total, losses = multitask_loss(raw, labels, self.specs, self.weights)
+            labelled = batch.get("labelled")  # partially labelled data: unlabelled samples leave the loss
+            total, losses = multitask_loss(raw, labels, self.specs, self.weights, labelled)
             values = self._check_finite(losses)
+            if labelled is not None:  # a task without a labelled sample here has no loss to log (not a zero)
+                values = {t: v for t, v in values.items() if t not in labelled or bool(labelled[t].any())}
             scaled = total / self.config.grad_accum
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return values
