@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +55,8 @@ TINY: dict[str, Any] = {
 SCHEDULES = ("epoch", "round_robin", "all_tasks")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TSN_CACHE_DIR", str(folder))
-        yield folder
+# One torch thread and a module-wide scene cache (tests/training/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread", "synthetic_cache")
 
 
 class Toy(Dataset):

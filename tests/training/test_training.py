@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +59,8 @@ def tiny(*overrides: str) -> TrainConfig:
     return load_config(TINY, list(overrides))
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Other test processes share the cores; one thread each avoids oversubscription (and its 10x slow-downs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One scene cache for the module (the scenes render once), never the home folder."""
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TSN_CACHE_DIR", str(folder))
-        yield folder
+# One torch thread and a module-wide scene cache (tests/training/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread", "synthetic_cache")
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import cast
 
@@ -122,11 +122,8 @@ class TaskSwitchingNet(DensePredictionModel):
         if embeddings.ndim != 2 or embeddings.shape[1] != self.config.latent_dim:
             raise TsnError(f"task embeddings are a K x {self.config.latent_dim} matrix for this model, "
                            f"got shape {tuple(embeddings.shape)}")
-        features = encode(self.encoder, image, self.input_multiple)
-        batch, size = image.shape[0], padded_size(image.shape[-2:], self.input_multiple)
-        style = embeddings.to(self.head.weight).repeat_interleave(batch, dim=0)
-        raw = crop(self.decode(features, style, size), image.shape[-2:], self.input_multiple)
-        return raw.unflatten(0, (embeddings.shape[0], batch))
+        embeddings = embeddings.to(self.head.weight)
+        return torch.stack(self.decode_in_groups(image, len(embeddings), lambda rows: embeddings[rows]))
 
     def decode_mixtures(self, image: torch.Tensor, mixtures: Sequence[Mapping[str, float]]) -> torch.Tensor:
         """Raw shared-layer maps (K x N x C x H x W) for K task mixtures (see :meth:`task_code`)."""
@@ -160,26 +157,43 @@ class TaskSwitchingNet(DensePredictionModel):
         """How many tasks one decoder call of :meth:`predict_tasks` takes within :attr:`decode_bytes` (>= 1)."""
         return max(1, self.decode_bytes // (batch * self.decoder_bytes_per_task(features, size, dtype)))
 
-    def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    def decode_in_groups(
+        self,
+        image: torch.Tensor,
+        count: int,
+        embed: Callable[[slice], torch.Tensor],
+        read: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """The shared output layer's raw maps (N x C x H x W) of ``image`` for ``count`` task embeddings, in order;
+        ``embed(rows)`` gives the embeddings of a slice of them, and ``read(index, raw)``, when given, turns map
+        ``index`` into what is kept (a task's channels), inside its group: the group's full maps are not kept.
+
+        The encoder runs once; the embeddings go through the decoder in groups that fit :attr:`decode_bytes`
+        (:meth:`tasks_per_call`), each group's temporaries freed before the next group's are made. A list, not a
+        generator, so that ``torch.compile`` traces the loop without a graph break.
+        """
         features = encode(self.encoder, image, self.input_multiple)
         batch, size = image.shape[0], padded_size(image.shape[-2:], self.input_multiple)
         # Under autograd every group's activations are kept for the backward pass whatever the grouping: one call.
         recording = torch.is_grad_enabled() and any(p.requires_grad for p in self.head.parameters())
-        per_call = len(names) if recording else self.tasks_per_call(features, size, batch,
-                                                                     _activation_dtype(features[-1]))
+        per_call = count if recording else self.tasks_per_call(features, size, batch, _activation_dtype(features[-1]))
         # Groups of one size (the largest divisor of the task count that fits): every decoder call then has the same
         # shapes. Unequal groups (3 + 2 tasks) gave a compiled model two shapes per forward: 4x slower (bf16, CPU).
-        per_call = max(d for d in range(1, min(per_call, len(names)) + 1) if len(names) % d == 0) if names else 1
-        outputs: dict[str, torch.Tensor] = {}
-        for start in range(0, len(names), per_call):
-            group = names[start : start + per_call]
+        per_call = max(d for d in range(1, min(per_call, count) + 1) if count % d == 0) if count else 1
+        maps: list[torch.Tensor] = []
+        for start in range(0, count, per_call):
             # Task-major (sample t * batch + n); the lateral blocks broadcast it over the unrepeated features.
-            style = self.embed(group).repeat_interleave(batch, dim=0)
+            style = embed(slice(start, start + per_call)).repeat_interleave(batch, dim=0)
             raw = crop(self.decode(features, style, size), image.shape[-2:], self.input_multiple)
-            for name, chunk in zip(group, raw.split(batch, dim=0), strict=True):
-                outputs[name] = pool_channels(chunk, self.task_specs[name].channels)
-            del raw, style  # the group's maps go before the next group's are made
-        return outputs
+            chunks = raw.split(batch, dim=0)
+            maps.extend(chunks if read is None else (read(start + i, chunk) for i, chunk in enumerate(chunks)))
+            del raw, chunks, style  # the group's temporaries go before the next group's are made
+        return maps
+
+    def predict_tasks(self, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        maps = self.decode_in_groups(image, len(names), lambda rows: self.embed(names[rows]),
+                                     lambda index, raw: pool_channels(raw, self.task_specs[names[index]].channels))
+        return dict(zip(names, maps, strict=True))
 
     def forward_per_task(self, image: torch.Tensor, task: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The authors' way: the whole network (encoder included) once per task. Kept for parity and benchmarks."""
