@@ -2,7 +2,7 @@
 
 Times one 481 x 321 image per case with the current :func:`edge_counts` ("new"), the same path without the
 maximum-matching certificate ("previous": every hard component to the solver, the fast path before it) and the
-first implementation ``edges._edge_counts_reference`` ("old": one solver call on the whole pair graph per
+first implementation ``counts._edge_counts_reference`` ("old": one solver call on the whole pair graph per
 threshold), alternating them in every repetition so that a machine shared with other jobs slows all alike. All give
 identical counts (checked here on every case). Cases, for two BSDS images:
 
@@ -49,7 +49,6 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from tsn.errors import TsnError
-from tsn.metrics import edges as edges_module
 from tsn.metrics.edges import (
     EdgeMetric,
     EdgeProtocol,
@@ -58,6 +57,7 @@ from tsn.metrics.edges import (
     get_protocol,
     load_bsds_ground_truth,
 )
+from tsn.metrics.edges import counts as edge_counts_module
 from tsn.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ def time_paths(pred: np.ndarray, gts: list[np.ndarray], protocol: str, repeats: 
     """
     paths = {
         "new": edge_counts,
-        "previous": functools.partial(edges_module._edge_counts, certify=False),
-        "old": edges_module._edge_counts_reference,
+        "previous": functools.partial(edge_counts_module._edge_counts, certify=False),
+        "old": edge_counts_module._edge_counts_reference,
     }
     wall: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}

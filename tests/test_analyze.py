@@ -193,3 +193,11 @@ def test_a_bad_path_is_one_line_and_writes_nothing(tsn_checkpoint: Path, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_analyze_command_offers_the_library_path_spaces() -> None:
+    """The command writes the choices out (building the parser must not import torch); they stay the library's."""
+    from tsn.commands import analyze
+    from tsn.studies.analysis import PATH_SPACES
+
+    assert analyze._PATH_SPACES == PATH_SPACES

@@ -9,11 +9,12 @@ import pytest
 from torch.utils.data import Dataset
 
 from tsn.data import build_dataset, dataset_options
-from tsn.data.download import downloadable_datasets, get_source
+from tsn.data.download import get_source
 from tsn.datasets import (
     DatasetSpec,
     canonical_dataset_name,
     dataset_tasks,
+    downloadable_datasets,
     get_dataset,
     list_datasets,
     register_dataset,

@@ -17,14 +17,8 @@ from tsn.cli import main
 from tsn.data import build_dataset
 from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
-from tsn.evaluation.evaluate import (
-    TableRow,
-    compare_with_baseline,
-    evaluate_checkpoint,
-    evaluate_model,
-    load_baseline,
-    markdown_table,
-)
+from tsn.evaluation.evaluate import evaluate_checkpoint, evaluate_model
+from tsn.evaluation.tables import TableRow, compare_with_baseline, load_baseline, markdown_table
 from tsn.metrics import make_metric
 from tsn.metrics.edges import evaluate_edge_folder, seism_ground_truth
 from tsn.models import ModelConfig, create_model

@@ -244,3 +244,23 @@ def test_a_malformed_or_duplicate_task_is_refused_in_one_line(registries, change
 def test_register_task_takes_a_task_spec() -> None:
     with pytest.raises(TsnError, match=r"register_task takes a tsn\.tasks\.TaskSpec, got dict"):
         register_task({"name": "roads"})  # type: ignore[arg-type]
+
+
+def test_a_task_with_its_own_ignore_index_keeps_labels_equal_to_255() -> None:
+    """boundary_distance is in pixels: 255 is a real distance at 256 px and more, so the task ignores -1 instead,
+    and the loss, the metric and the transforms that mark unlabelled pixels all read the task's value."""
+    from tsn.data.transforms import AddIgnoreRegions
+    from tsn.training.losses import task_loss
+
+    spec = get_task("boundary_distance")
+    assert spec.ignore_index != IGNORE_INDEX
+    label = np.array([[1.0, 255.0], [3.0, 254.5]], dtype=np.float32)
+    marked = AddIgnoreRegions(["boundary_distance"])({"boundary_distance": label}, np.random.default_rng(0))
+    np.testing.assert_array_equal(marked["boundary_distance"], label)
+
+    target = torch.from_numpy(label)[None, None]
+    loss = task_loss(spec, torch.zeros(1, 1, 2, 2, dtype=torch.float64), target)
+    assert loss.item() == pytest.approx(float(label.mean()), rel=1e-12)
+    metric = spec.make_metric()
+    metric.update(torch.zeros(1, 1, 2, 2), target)
+    assert metric.compute()["rmse"] == pytest.approx(float(np.sqrt((label.astype(np.float64) ** 2).mean())), rel=1e-6)

@@ -26,6 +26,7 @@ __all__ = [
     "canonical_dataset_name",
     "get_dataset",
     "list_datasets",
+    "downloadable_datasets",
     "register_dataset",
     "dataset_tasks",
     "NYUV2_13_CLASSES",
@@ -183,6 +184,11 @@ def get_dataset(name: str) -> DatasetSpec:
 def list_datasets() -> list[str]:
     """Canonical names of every registered dataset, in registration order."""
     return list(_REGISTRY)
+
+
+def downloadable_datasets() -> list[str]:
+    """Names of the registered datasets that ``tsn download`` can fetch (those with a ``download`` source)."""
+    return sorted(name for name in list_datasets() if get_dataset(name).download is not None)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:

@@ -226,6 +226,8 @@ TASKS: dict[str, TaskSpec] = {
             name="boundary_distance", title="Distance to the nearest boundary", channels=1, kind=SCALAR,
             loss="scalar_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
             label_interpolation="bilinear", prediction_interpolation="bilinear",
+            # A distance is at least 1 pixel; 255 px is a real distance in scenes of 256 px or more.
+            ignore_index=-1,
         ),
     )
 }

@@ -26,16 +26,13 @@ from tsn.data.synthetic import (
 from tsn.data.synthetic_render import (
     EXTRA_LABELS,
     LUMA,
-    PATTERNS,
     Rendering,
-    Scene,
-    _bounding_spheres,
     boundary_distance,
     instance_contours,
     instance_edges,
     render,
-    sample_scene,
 )
+from tsn.data.synthetic_scene import PATTERNS, Scene, _bounding_spheres, sample_scene
 from tsn.data.transforms import RandomHorizontalFlip
 from tsn.datasets import dataset_tasks, get_dataset
 from tsn.errors import TsnError

@@ -17,7 +17,6 @@ from scipy import ndimage
 from skimage.morphology import thin
 
 from tsn.errors import TsnError
-from tsn.metrics import edges as edges_module
 from tsn.metrics.edge_nms import edge_nms
 from tsn.metrics.edges import (
     PROTOCOLS,
@@ -33,6 +32,7 @@ from tsn.metrics.edges import (
     summarize_edge_counts,
     thin_edges,
 )
+from tsn.metrics.edges import folder as edge_folder
 
 
 def _shared_dir() -> Path:
@@ -376,13 +376,13 @@ def test_folder_evaluator_resumes_from_cached_counts(folder_case, tmp_path: Path
     first = evaluate_edge_folder(pred_dir, loader, ids[:2], workers=1, cache_dir=cache, progress=False)
 
     calls: list[int] = []
-    real_counts = edges_module.edge_counts
+    real_counts = edge_folder.edge_counts
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real_counts(*args, **kwargs)
 
-    monkeypatch.setattr(edges_module, "edge_counts", counting)
+    monkeypatch.setattr(edge_folder, "edge_counts", counting)
     again = evaluate_edge_folder(pred_dir, loader, ids[:2], workers=1, cache_dir=cache, progress=False)
     assert again == first and not calls
     evaluate_edge_folder(pred_dir, loader, ids, workers=1, cache_dir=cache, progress=False)

@@ -1,6 +1,6 @@
 """The fast edge-count path (per-component matching, stamp-deduplicated thinning) against the path it replaced.
 
-``edges._edge_counts_reference`` is the first implementation (one LAPJVsp call on the whole pair graph per
+``counts._edge_counts_reference`` is the first implementation (one LAPJVsp call on the whole pair graph per
 threshold and ground truth, ``np.unique`` thinning); every count of the fast path must equal it exactly, including
 ties (quantised maps, equidistant pixels, duplicated annotators), empty maps and several ground truths.
 """
@@ -16,8 +16,16 @@ from PIL import Image
 from scipy import ndimage
 from skimage.morphology import thin
 
-from tsn.metrics import edges
-from tsn.metrics.edges import bsds_thresholds, edge_counts, get_protocol, load_bsds_ground_truth, seism_ground_truth
+from tsn.metrics.edges import (
+    bsds_thresholds,
+    counts,
+    edge_counts,
+    get_protocol,
+    load_bsds_ground_truth,
+    matching,
+    seism_ground_truth,
+    thinning,
+)
 
 
 def _shared_dir() -> Path:
@@ -30,7 +38,7 @@ FEW_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
 
 
 def _assert_same_counts(pred, gt, protocol) -> None:
-    np.testing.assert_array_equal(edge_counts(pred, gt, protocol), edges._edge_counts_reference(pred, gt, protocol))
+    np.testing.assert_array_equal(edge_counts(pred, gt, protocol), counts._edge_counts_reference(pred, gt, protocol))
 
 
 def _label_map(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -99,12 +107,12 @@ def test_component_solver_returns_the_whole_graph_pairs() -> None:
     LAPJVsp call on the whole graph picks, ties included: the basis of identical multi-annotator counts."""
     gt = seism_ground_truth(_label_map((64, 80), 5))
     pred = _network_like(gt, 5) / 255.0
-    disc = edges._Disc(gt.shape, 0.02)
-    matcher = edges._TruthMatcher(gt, disc)
+    disc = matching._Disc(gt.shape, 0.02)
+    matcher = matching._TruthMatcher(gt, disc)
     for threshold in (0.02, 0.1, 0.1, 0.4, 0.8):  # 0.1 twice: the second time every component is looked up
         pixels = disc.flat_pixels(thin(pred >= threshold))
         positions, n_pairs = matcher.match(pixels, which=True)
-        whole_pred, whole_gt = edges._match(pixels, disc.index_map(gt), disc)
+        whole_pred, whole_gt = matching._match(pixels, disc.index_map(gt), disc)
         np.testing.assert_array_equal(np.sort(positions), np.sort(whole_pred))
         assert n_pairs == whole_gt.size
         assert matcher.match(pixels, which=False) == (None, n_pairs)
@@ -114,8 +122,8 @@ def test_thin_edges_equals_reference_and_skimage_on_dense_thresholds() -> None:
     soft = ndimage.gaussian_filter(np.random.default_rng(4).random((60, 70)), 1.5)
     for threshold in np.quantile(soft, [0.05, 0.3, 0.6, 0.9]):
         mask = soft >= threshold
-        np.testing.assert_array_equal(edges.thin_edges(mask), thin(mask))
-        np.testing.assert_array_equal(edges._thin_edges_reference(mask), thin(mask))
+        np.testing.assert_array_equal(thinning.thin_edges(mask), thin(mask))
+        np.testing.assert_array_equal(thinning._thin_edges_reference(mask), thin(mask))
 
 
 @pytest.mark.skipif(not BSDS_SAMPLE.is_dir(), reason="BSDS500 sample not found (../shared/benchmarks/bsds500_sample)")
@@ -148,7 +156,7 @@ def test_one_annotator_count_is_not_always_the_maximum_matching(length: int, exp
     pairs, so the fast path may use it only where its bound proves the sizes equal, and must agree here."""
     pred, gt, max_dist = _shifted_line(length)
     protocol = get_protocol("mtl-survey", thresholds=(0.5,), max_dist=max_dist, thin_prediction=False)
-    reference = edges._edge_counts_reference(pred.astype(float), gt, protocol)
+    reference = counts._edge_counts_reference(pred.astype(float), gt, protocol)
     assert reference[0, 0] == expected
     np.testing.assert_array_equal(edge_counts(pred.astype(float), gt, protocol), reference)
 

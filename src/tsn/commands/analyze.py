@@ -17,9 +17,12 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tsn.studies.analysis import PATH_SPACES
+# tsn.studies.analysis.PATH_SPACES, written out so that building the parser does not import torch (`tsn --help`);
+# tests/test_analyze.py checks that the two agree.
+_PATH_SPACES = ("code", "embedding")
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="tsn checkpoint of a TSN")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     parser.add_argument("--path", nargs=2, metavar=("START", "END"),
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image of the path: an image file, or the index of a synthetic test scene (default 0)")
     parser.add_argument("--size", type=int, default=64,
                         help="side of a synthetic scene given by index, in pixels (default 64)")
-    parser.add_argument("--space", choices=PATH_SPACES, default="code",
+    parser.add_argument("--space", choices=_PATH_SPACES, default="code",
                         help="the path is straight between the task codes (mixtures, default) or the embeddings")
 
 

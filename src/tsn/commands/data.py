@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tsn.data.preview import write_sample_grid
 from tsn.datasets import get_dataset, list_datasets
 from tsn.utils.checks import ensure_writable_file, require_int
 
@@ -33,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from tsn.data.preview import write_sample_grid  # matplotlib and torch: only when the command runs
+
     require_int("--n", args.n, minimum=1)
     require_int("--size", args.size, minimum=1)
     spec = get_dataset(args.dataset)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tsn.data.download import download_dataset, downloadable_datasets
-from tsn.data.paths import data_root
+from tsn.datasets import downloadable_datasets
 from tsn.errors import TsnError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
@@ -35,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.data.download import check_url, complete_folder, get_source
+    from tsn.data.download import check_url, complete_folder, download_dataset, get_source
+    from tsn.data.paths import data_root
     from tsn.utils.checks import ensure_writable_dir
 
     # Everything is checked before the dataset root is created or anything is fetched.

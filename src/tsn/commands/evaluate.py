@@ -92,13 +92,8 @@ def _check_before_work(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.evaluation.evaluate import (
-        add_baseline,
-        evaluate_checkpoint,
-        evaluation_markdown,
-        load_baseline,
-        write_result,
-    )
+    from tsn.evaluation.evaluate import evaluate_checkpoint
+    from tsn.evaluation.tables import add_baseline, evaluation_markdown, load_baseline, write_result
     from tsn.inference.speed import exact_options, tune_glibc_allocator
 
     output, options = _check_before_work(args)

@@ -36,13 +36,12 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from tsn.datasets import DatasetSpec, DownloadSource, get_dataset, list_datasets
+from tsn.datasets import DatasetSpec, DownloadSource, downloadable_datasets, get_dataset
 from tsn.errors import TsnError
 from tsn.utils.io import atomic_write_text
 
 __all__ = [
     "MARKER",
-    "downloadable_datasets",
     "get_source",
     "complete_folder",
     "sha256_file",
@@ -59,11 +58,6 @@ _CHUNK = 1 << 20
 _ATTEMPTS = 3
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
-
-
-def downloadable_datasets() -> list[str]:
-    """Names of the registered datasets that ``tsn download`` can fetch (those with a :class:`DownloadSource`)."""
-    return sorted(name for name in list_datasets() if get_dataset(name).download is not None)
 
 
 def get_source(name: str) -> DownloadSource:

@@ -1,8 +1,9 @@
 """The embedded benchmark: procedural multi-task scenes (see ``synthetic-benchmark.md``).
 
 A scene is a small 3D world (ground, optional back wall, 1-5 objects among sphere, box, cylinder, cone or
-capsule and an articulated figure) ray-cast analytically by :mod:`tsn.data.synthetic_render`. The ``synthetic``
-dataset has six labels, exact and in the real datasets' conventions:
+capsule and an articulated figure; :mod:`tsn.data.synthetic_scene`) ray-cast analytically by
+:mod:`tsn.data.synthetic_render`. The ``synthetic`` dataset has six labels, exact and in the real datasets'
+conventions:
 
 * ``semseg``: class ids of :data:`SEMSEG_CLASSES` (the back wall counts as background, like the sky);
 * ``human_parts``: ids of :data:`PART_CLASSES` on figure pixels, all 0 when no figure is visible;
@@ -37,7 +38,8 @@ import torch
 from tqdm import tqdm
 
 from tsn.data.paths import cache_dir
-from tsn.data.synthetic_render import EXTRA_LABELS, Rendering, render, sample_scene
+from tsn.data.synthetic_render import EXTRA_LABELS, Rendering, render
+from tsn.data.synthetic_scene import sample_scene
 from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
 from tsn.utils.io import atomic_write

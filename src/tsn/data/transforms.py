@@ -42,7 +42,7 @@ from torch.utils.data import get_worker_info
 
 from tsn.data.readers import Sample
 from tsn.errors import TsnError
-from tsn.tasks import IGNORE_INDEX, TASKS, TaskSpec, get_task
+from tsn.tasks import TASKS, TaskSpec, get_task
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -188,8 +188,9 @@ class FixedResize(_TaskTransform):
 
 
 class AddIgnoreRegions(_TaskTransform):
-    """Mark unlabelled pixels with 255: zero normals (all channels), zero depth, and - with ``empty_maps`` -
-    whole all-0 maps of the tasks whose spec sets ``empty_label_ignored`` (images without annotated persons)."""
+    """Mark unlabelled pixels with the task's ``ignore_index`` (255 unless the task sets another): zero normals
+    (all channels), zero depth, and - with ``empty_maps`` - whole all-0 maps of the tasks whose spec sets
+    ``empty_label_ignored`` (images without annotated persons)."""
 
     def __init__(self, tasks: Iterable[TaskSpec | str] | None = None, empty_maps: bool = True) -> None:
         super().__init__(tasks)
@@ -203,9 +204,9 @@ class AddIgnoreRegions(_TaskTransform):
                 invalid = label == 0
                 if label.ndim == 3:  # a vector is invalid when all its channels are 0; mark every channel
                     invalid = invalid.all(axis=-1, keepdims=True)
-                label = np.where(invalid, IGNORE_INDEX, label)
+                label = np.where(invalid, spec.ignore_index, label)
             elif self.empty_maps and spec.empty_label_ignored and not label.any():
-                label = np.full_like(label, IGNORE_INDEX)
+                label = np.full_like(label, spec.ignore_index)
             out[spec.name] = label.astype(np.float32, copy=False)
         return out
 

@@ -114,7 +114,7 @@ def _rows(
     specs: Mapping[str, TaskSpec], tsn: Mapping[str, Any], trivial: Mapping[str, Any], described: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """One row per task: the headline metric of the TSN and of the trivial predictor, in the paper's units."""
-    from tsn.evaluation.evaluate import table_value
+    from tsn.evaluation.tables import table_value
 
     rows = []
     for name, spec in specs.items():

@@ -191,7 +191,8 @@ def evaluate_or_reuse(
 ) -> dict[str, Any]:
     """The ``tsn evaluate`` record of a finished run's checkpoint on ``split``, cached as ``<run>/evaluation.json``
     (recomputed when the checkpoint is newer than the cache)."""
-    from tsn.evaluation.evaluate import evaluate_checkpoint, write_result
+    from tsn.evaluation.evaluate import evaluate_checkpoint
+    from tsn.evaluation.tables import write_result
 
     checkpoint = Path(summary["checkpoint"])
     cache = Path(summary["run_dir"]) / "evaluation.json"
@@ -213,7 +214,7 @@ def evaluate_or_reuse(
 
 
 def _row(kind: str, records: Sequence[Mapping[str, Any]], runs: Sequence[str]) -> dict[str, Any]:
-    from tsn.evaluation.evaluate import table_values
+    from tsn.evaluation.tables import table_values
 
     values: dict[str, float] = {}
     for record in records:
@@ -231,7 +232,7 @@ def build_table(
 ) -> dict[str, Any]:
     """The table's rows from each run's evaluation record: values in table units, parameters (single task: the
     sum over tasks), and for the multi-task rows the per-task drops and average drop against the single-task row."""
-    from tsn.evaluation.evaluate import SIGN_CONVENTION, compare_with_baseline
+    from tsn.evaluation.tables import SIGN_CONVENTION, compare_with_baseline
 
     specs = dataset_tasks(dataset)
     rows = {}
@@ -246,7 +247,7 @@ def build_table(
 
 def table_markdown(table: Mapping[str, Any]) -> str:
     """The reproduction table as markdown, with its protocol notes."""
-    from tsn.evaluation.evaluate import TableRow, markdown_table
+    from tsn.evaluation.tables import TableRow, markdown_table
 
     specs = dataset_tasks(table["dataset"], table["tasks"])
     rows = [TableRow(row["label"], row["values"], row.get("average_drop"), row["parameters"])
