@@ -1,10 +1,10 @@
-"""Speed (old, previous and new path) and MATLAB parity of the edge benchmark (tsn.metrics.edges), on one CPU core.
+"""Speed (old, uncertified and new path) and MATLAB parity of the edge benchmark (tsn.metrics.edges), on one CPU core.
 
 Times one 481 x 321 image per case with the current :func:`edge_counts` ("new"), the same path without the
-maximum-matching certificate ("previous": every hard component to the solver, the fast path before it) and the
-first implementation ``counts._edge_counts_reference`` ("old": one solver call on the whole pair graph per
-threshold), alternating them in every repetition so that a machine shared with other jobs slows all alike. All give
-identical counts (checked here on every case). Cases, for two BSDS images:
+maximum-matching certificate ("uncertified": every hard component to the solver) and the first implementation
+``counts._edge_counts_reference`` ("old": one solver call on the whole pair graph per threshold), alternating them
+in every repetition so that a machine shared with other jobs slows all alike. All give identical counts (checked
+here on every case). Cases, for two BSDS images:
 
 * ``mtl-survey_99thr_1gt_network`` (the target): the default PASCAL preset on a network-like map, a sigmoid of the
   blurred sample prediction plus smooth noise, above 0.01 on most of the image as a network's output is (the
@@ -17,7 +17,10 @@ Then it scores the 5-image sample at 5 thresholds and compares ODS F, OIS F and 
 ``test_2/eval_bdry.txt``. Prints the figures and writes ``benchmarks/results/edges_cpu.json``. Pinned to one core
 (``sched_setaffinity``, ``OMP_NUM_THREADS=1``); the default run takes about 3 minutes.
 
-    taskset -c 0 python benchmarks/bench_edges.py [--bsds-dir DIR] [--repeats 3]
+    taskset -c 0 python benchmarks/bench_edges.py [--bsds-dir DIR] [--repeats 3] [--baseline GIT_REV]
+
+``--baseline REV`` adds a fourth path, "baseline": the matcher and thinning (``matching.py``, ``thinning.py``) of
+git revision ``REV`` in the current per-threshold loop, to time a change against the committed code in one process.
 
 The sample is read from ``$TSN_SHARED_DIR/benchmarks/bsds500_sample`` or ``<repo>/../shared/...`` (never copied
 into the repository: its terms are research-only).
@@ -34,12 +37,16 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import functools
+import importlib.util
 import itertools
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import scipy
@@ -89,17 +96,83 @@ def distinct_maps(image: np.ndarray, protocol: EdgeProtocol) -> int | None:
     return 1 + sum(a != b for a, b in itertools.pairwise(maps))
 
 
-def time_paths(pred: np.ndarray, gts: list[np.ndarray], protocol: str, repeats: int) -> dict[str, object]:
-    """Wall (median, best) and CPU (median) time of the new and the old path, alternated in each repetition.
+def _commit_of(revision: str) -> str:
+    """The abbreviated commit id of a git revision of this repository."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", f"{revision}^{{commit}}"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise TsnError(f"unknown git revision {revision!r} ({error}); pass a commit, tag or branch") from None
+
+
+def _module_at_revision(path: str, revision: str) -> ModuleType:
+    """The file ``path`` of git revision ``revision``, imported as a stand-alone module (no package imports)."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{revision}:{path}"], check=True, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise TsnError(f"cannot read {path} at git revision {revision!r}: {error}; pass an existing revision") from None
+    folder = Path(tempfile.mkdtemp(prefix="bench_edges_"))
+    file = folder / f"baseline_{Path(path).stem}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_counts(
+    pred: np.ndarray, gts: list[np.ndarray], protocol: str, matching: ModuleType, thinning: ModuleType
+) -> np.ndarray:
+    """``counts._edge_counts`` (certificate on) with another revision's ``_Disc``, ``_TruthMatcher`` and thinning."""
+    protocol_ = get_protocol(protocol)
+    soft = edge_counts_module._soft_map(pred, protocol_)
+    truths = edge_counts_module._ground_truths(gts, soft, protocol_)
+    disc = matching._Disc(soft.shape, protocol_.max_dist)
+    matchers = [matching._TruthMatcher(truth, disc, True) for truth in truths]
+    which = len(matchers) > 1
+    sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
+    counts = np.zeros((len(protocol_.thresholds), 4), dtype=np.int64)
+    previous: np.ndarray | None = None
+    for k, threshold in enumerate(protocol_.thresholds):
+        binary = soft >= threshold if protocol_.comparison == ">=" else soft > threshold
+        if previous is not None and np.array_equal(binary, previous):
+            counts[k] = counts[k - 1]
+            continue
+        previous = binary
+        if protocol_.thin_prediction:
+            binary = thinning.thin_edges(binary)
+        pixels = disc.flat_pixels(binary)
+        matched_pred = np.zeros(pixels.size, dtype=bool)
+        cnt_r = 0
+        for matcher in matchers:
+            positions, n_pairs = matcher.match(pixels, which)
+            if positions is not None:
+                matched_pred[positions] = True
+            cnt_r += n_pairs
+        counts[k] = (cnt_r, sum_r, np.count_nonzero(matched_pred) if which else cnt_r, pixels.size)
+    return counts
+
+
+def time_paths(
+    pred: np.ndarray, gts: list[np.ndarray], protocol: str, repeats: int, baseline: functools.partial | None = None
+) -> dict[str, object]:
+    """Wall (median, best) and CPU (median) time of every path, alternated in each repetition.
 
     On a machine shared with other jobs the wall time includes waiting for the core; the process CPU time is what
-    one core spends on the work. Raises if the two paths ever disagree.
+    one core spends on the work. Raises if the paths ever disagree.
     """
     paths = {
         "new": edge_counts,
-        "previous": functools.partial(edge_counts_module._edge_counts, certify=False),
+        "uncertified": functools.partial(edge_counts_module._edge_counts, certify=False),
         "old": edge_counts_module._edge_counts_reference,
     }
+    if baseline is not None:
+        paths["baseline"] = baseline
     wall: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     counts = {}
@@ -119,9 +192,13 @@ def time_paths(pred: np.ndarray, gts: list[np.ndarray], protocol: str, repeats: 
             "median_cpu_s": round(statistics.median(cpu[name]), 4),
         }
     figures["speedup_median_cpu"] = round(figures["old"]["median_cpu_s"] / figures["new"]["median_cpu_s"], 2)
-    figures["speedup_over_previous_median_cpu"] = round(
-        figures["previous"]["median_cpu_s"] / figures["new"]["median_cpu_s"], 2
+    figures["speedup_over_uncertified_median_cpu"] = round(
+        figures["uncertified"]["median_cpu_s"] / figures["new"]["median_cpu_s"], 2
     )
+    if baseline is not None:
+        figures["speedup_over_baseline_median_cpu"] = round(
+            figures["baseline"]["median_cpu_s"] / figures["new"]["median_cpu_s"], 2
+        )
     return figures
 
 
@@ -183,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bsds-dir", type=Path, default=default_bsds_dir(), help="the bsds500_sample folder")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (best and median reported)")
     parser.add_argument("--output", type=Path, default=RESULT_PATH, help="where to write the JSON figures")
+    parser.add_argument("--baseline", help="git revision whose matching.py / thinning.py to time as 'baseline'")
     args = parser.parse_args(argv)
+    baseline = None
+    if args.baseline:
+        args.baseline = _commit_of(args.baseline)  # recorded as a commit: "HEAD" moves
+        modules = [
+            _module_at_revision(f"src/tsn/metrics/edges/{name}.py", args.baseline) for name in ("matching", "thinning")
+        ]
+        baseline = functools.partial(baseline_counts, matching=modules[0], thinning=modules[1])
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -198,19 +283,26 @@ def main(argv: list[str] | None = None) -> int:
             "astmt_nms_101thr_1gt": (pred, gts[:1], "astmt"),
         }
         for case, (image, truths, protocol) in cases.items():
-            figures = time_paths(image, truths, protocol, args.repeats)
+            figures = time_paths(image, truths, protocol, args.repeats, baseline)
             timings[f"{image_id}/{case}"] = {
                 "shape": list(image.shape),
                 "ground_truths": len(truths),
                 "distinct_maps": distinct_maps(image, get_protocol(protocol)),
                 **figures,
             }
-            new, previous, old = figures["new"], figures["previous"], figures["old"]
+            new, uncertified, old = figures["new"], figures["uncertified"], figures["old"]
             print(
-                f"{image_id} {case:30s} CPU median new {new['median_cpu_s']:.3f} s | previous "
-                f"{previous['median_cpu_s']:.3f} s | old {old['median_cpu_s']:.3f} s | wall median new "
-                f"{new['median_s']:.3f} s (best {new['best_s']:.3f}) | x{figures['speedup_over_previous_median_cpu']} "
-                f"over previous, x{figures['speedup_median_cpu']} over old"
+                f"{image_id} {case:30s} CPU median new {new['median_cpu_s']:.3f} s | uncertified "
+                f"{uncertified['median_cpu_s']:.3f} s | old {old['median_cpu_s']:.3f} s | wall median new "
+                f"{new['median_s']:.3f} s (best {new['best_s']:.3f}) | "
+                f"x{figures['speedup_over_uncertified_median_cpu']} over uncertified, "
+                f"x{figures['speedup_median_cpu']} over old"
+                + (
+                    f" | baseline {figures['baseline']['median_cpu_s']:.3f} s, "
+                    f"x{figures['speedup_over_baseline_median_cpu']} over it"
+                    if baseline is not None
+                    else ""
+                )
             )
     target = [v for k, v in timings.items() if k.endswith(TARGET_CASE)]
     worst_wall = max(v["new"]["median_s"] for v in target)
@@ -238,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "meets_target_wall": worst_wall <= SPEED_TARGET_S,
         "meets_target_cpu": worst_cpu <= SPEED_TARGET_S,
         "repeats": args.repeats,
+        "baseline_revision": args.baseline,
         "bsds_parity": figures,
         "parity_tolerance": 5e-4,
         "machine": machine_info(),

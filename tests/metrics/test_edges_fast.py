@@ -177,3 +177,51 @@ def test_one_annotator_counts_on_mixed_component_sizes() -> None:
         _assert_same_counts(soft, gt, protocol)
         _assert_same_counts(quantised, gt, protocol)
         _assert_same_counts(_network_like(gt, 11), gt, protocol)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, float("inf")])
+def test_thin_edges_whole_image_and_candidate_sub_iterations_agree_with_skimage(share: float, monkeypatch) -> None:
+    """Every sub-iteration examining the whole image (share 0), only the re-examined pixels (inf), or the default
+    mix (blobs whole, curves by candidates) gives scikit-image's result: blobs, thin curves and odd shapes."""
+    monkeypatch.setattr(thinning, "_WHOLE_IMAGE_SHARE", share)
+    rng = np.random.default_rng(21)
+    masks = [np.ones((1, 1), bool), np.ones((1, 9), bool), np.ones((9, 1), bool), np.ones((6, 7), bool)]
+    for shape in [(40, 56), (17, 3), (3, 29), (64, 48)]:
+        soft = ndimage.gaussian_filter(rng.random(shape), 2.0)
+        masks += [soft >= q for q in np.quantile(soft, [0.02, 0.3, 0.7, 0.95])]  # a blob over most of the image too
+        masks.append(rng.random(shape) < 0.5)
+    gt = seism_ground_truth(_label_map((60, 70), 21))
+    masks.append(ndimage.binary_dilation(gt, iterations=3))  # a thick network: many sub-iterations
+    for mask in masks:
+        np.testing.assert_array_equal(thinning.thin_edges(mask), thin(mask))
+
+
+def test_partner_lists_are_the_disc_scan_in_pixel_then_step_order() -> None:
+    """The precomputed candidate lists give, for any set of predicted pixels, exactly the pairs (and their order)
+    of scanning each pixel's disc in step order: the pair graph handed to the solver is unchanged."""
+    rng = np.random.default_rng(3)
+    gt = seism_ground_truth(_label_map((50, 66), 3))
+    for max_dist in (0.0075, 0.03):
+        disc = matching._Disc(gt.shape, max_dist)
+        first, ranks, steps = matching._partner_lists(gt, disc)
+        index = disc.index_map(gt)
+        pixels = disc.flat_pixels(rng.random(gt.shape) < 0.3)
+        candidates = index[pixels[:, None] + disc.steps]
+        pred_rank, step = np.nonzero(candidates >= 0)
+        slots = np.concatenate([np.arange(first[p], first[p + 1]) for p in pixels])
+        np.testing.assert_array_equal(ranks[slots], candidates[pred_rank, step])
+        np.testing.assert_array_equal(steps[slots], step)
+        lengths = first[pixels + 1] - first[pixels]
+        np.testing.assert_array_equal(np.repeat(np.arange(pixels.size), lengths), pred_rank)
+
+
+def test_flat_pixels_equals_the_row_column_formula() -> None:
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1), (7, 3), (3, 40), (48, 33)]:
+        mask = rng.random(shape) < 0.4
+        for max_dist in (0.0075, 0.2):
+            disc = matching._Disc(shape, max_dist)
+            rows, cols = np.nonzero(mask)
+            expected = (rows + disc.pad) * disc.padded_shape[1] + cols + disc.pad
+            for variant in (mask, np.asfortranarray(mask), mask.astype(np.uint8)):
+                np.testing.assert_array_equal(disc.flat_pixels(variant), expected)

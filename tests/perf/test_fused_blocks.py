@@ -7,6 +7,7 @@ import math
 import hypothesis.strategies as st
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 
 from error_model import assert_close_float32, assert_close_float64, network_reductions
@@ -78,6 +79,39 @@ def test_fused_block_gradients_match_reference_in_float64() -> None:
     assert len(fused) - 1 == len(nonzero_reference)
     for got, want in zip(fused[1:], nonzero_reference, strict=True):
         assert_close_float64(got, want, reduction=reductions, what="parameter gradient")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_statistics_gradient_is_the_closed_form(channels_last: bool) -> None:
+    """The eager training path's mean / variance (batch norm statistics kernel, hand-written backward) passes
+    autograd's numerical gradient check in float64, in both memory formats, and equals ``var_mean``."""
+    from tsn.models.fused import _SpatialStatistics
+
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(_SpatialStatistics.apply, (x,))
+    mean, var = _SpatialStatistics.apply(x)
+    want_var, want_mean = torch.var_mean(x, dim=(2, 3), correction=0)
+    assert_close_float64(mean, want_mean, reduction=20)
+    assert_close_float64(var, want_var, reduction=20, depth=2)
+
+
+def test_upsampling_gradient_is_bit_identical_with_the_channels_last_hook() -> None:
+    """upsample hands its backward a channels_last copy of a concatenation's gradient slice: the same gradient."""
+    from tsn.models.backbone import upsample
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, generator=generator).contiguous(memory_format=torch.channels_last).requires_grad_()
+    lateral = torch.randn(2, 3, 10, 13, generator=generator).contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(2, 9, 10, 13, generator=generator)
+    hooked = torch.autograd.grad((torch.cat([upsample(x, (10, 13)), lateral], 1) * weights).sum(), x)[0]
+    plain = F.interpolate(x, size=(10, 13), mode="bilinear", align_corners=True)
+    expected = torch.autograd.grad((torch.cat([plain, lateral], 1) * weights).sum(), x)[0]
+    assert torch.equal(hooked, expected)
+    with torch.no_grad():  # nothing is registered where no gradient is recorded
+        assert not upsample(x, (10, 13))._backward_hooks
 
 
 @settings(max_examples=15, deadline=None)

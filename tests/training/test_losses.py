@@ -84,7 +84,7 @@ def test_depth_l1_skips_ignored_and_zero_depth() -> None:
 def test_no_valid_pixel_gives_a_graph_connected_zero(task: str) -> None:
     spec = get_task(task)
     raw = torch.randn(2, spec.channels, 4, 4, requires_grad=True)
-    label = torch.full((2, 3 if spec.output == "unit_vector" else 1, 4, 4), 255.0)
+    label = torch.full((2, 3 if spec.output == "unit_vector" else 1, 4, 4), float(spec.ignore_index))
     loss = task_loss(spec, raw, label)
     assert loss.item() == 0.0
     loss.backward()
@@ -116,7 +116,7 @@ def test_ignored_pixels_never_change_the_loss(seed: int, task: str) -> None:
     channels = 3 if spec.output == "unit_vector" else 1
     label = torch.randint(1, min(spec.channels, 2) + 1, (2, channels, 5, 5), generator=generator).float()
     ignored = torch.rand(2, 1, 5, 5, generator=generator) < 0.4
-    label = torch.where(ignored.expand_as(label), torch.tensor(255.0), label)
+    label = torch.where(ignored.expand_as(label), torch.tensor(float(spec.ignore_index)), label)
     other = torch.where(ignored.expand_as(raw), raw + 100 * torch.randn(raw.shape, generator=generator), raw)
     assert task_loss(spec, other, label).item() == pytest.approx(task_loss(spec, raw, label).item(), abs=1e-5)
 

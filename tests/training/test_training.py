@@ -80,8 +80,10 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         ("schedule=epoch", "data.train_transform=tsns_train", "grad_accum=2", "scheduler.name=plateau"),
         ("schedule=round_robin", "data.train_options.length=8"),
         ("schedule=all_tasks", "max_steps=5"),
+        # the benchmark's training path: fused blocks (hand-written statistics backward), NHWC, bfloat16
+        ("schedule=all_tasks", "max_steps=5", "fused=true", "channels_last=true", "amp=bf16"),
     ],
-    ids=["epoch", "round_robin", "all_tasks"],
+    ids=["epoch", "round_robin", "all_tasks", "all_tasks_fused_nhwc_bf16"],
 )
 def test_an_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path: Path, overrides: tuple[str, ...]) -> None:
     config = tiny(*overrides)
@@ -94,6 +96,8 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path: Pat
     assert_same_weights(weights(tmp_path / "full" / "checkpoints" / "last.pt"),
                         weights(tmp_path / "resumed" / "checkpoints" / "last.pt"))
     assert resumed.best == full.best and resumed.validation == full.validation
+    # Every option keeps the model's state dict: the checkpoint has the keys of the plain model.
+    assert set(weights(tmp_path / "full" / "checkpoints" / "last.pt")) == set(build_model(config.model).state_dict())
 
 
 def test_a_run_writes_config_log_history_tensorboard_and_checkpoints(tmp_path: Path) -> None:

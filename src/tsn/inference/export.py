@@ -18,6 +18,15 @@ Height and width are truly dynamic: every size PyTorch accepts runs (the export 
 is verified on a square probe and on an odd, non-square one. Opsets: :func:`supported_opsets` (the exporter
 translates to opset 18 and newer; an older request used to be silently written as 18 or as an invalid graph).
 
+Backbones that pad the image to whole patches (plain ViTs / DINOv2 with registers, Swin) export at any size too:
+the model's padding is rounded up with non-negative floor division only (ONNX's integer Div truncates), its crop
+back is a gather under ``torch.export`` (:func:`tsn.models.backbone.crop`), the trace runs at a size that is not
+whole patches (:func:`_trace_size`), and timm's Swin window attention and patch merging are rewritten on the
+export's copy of the model (:func:`_traceable_swin`); such a model is also verified at the odd probe padded to
+whole patches. Swin V2's window blocks are refused in one line (:func:`_untraceable_windows`). Measured on the
+2-core Intel Xeon (AMX) VM, torch 2.14.1, under load, export and verification: ``tsn_dinov2s_pascal`` 38 s,
+``tsn_swint_pascal`` 340 s, onnxruntime within 5.4e-5 of PyTorch at 480 x 353 (docs/backbones.md, "ONNX export").
+
 ``metadata_props`` (strings; lists and dicts as JSON): ``tsn.tasks``, ``tsn.task_channels``,
 ``tsn.task_outputs`` (classes / binary / unit_vector / scalar: argmax, sigmoid, L2-normalise or identity),
 ``tsn.input_mean``, ``tsn.input_std``, ``tsn.model_config`` and ``tsn.version``.
@@ -185,7 +194,8 @@ def export_onnx(
     """Export a copy of ``model`` (float32, CPU) to one ``.onnx`` file, atomically, with dynamic batch and size.
 
     With ``verify_size``, onnxruntime then runs a ``verify_size x verify_size`` probe and an odd, non-square
-    ``(verify_size + 1) x (verify_size + 3)`` one for every task, and a :class:`TsnError` is raised (and nothing
+    ``(verify_size + 1) x (verify_size + 3)`` one (and, for a backbone that pads, that one padded to whole
+    patches: :func:`_probe_sizes`) for every task, and a :class:`TsnError` is raised (and nothing
     written) if any output differs from PyTorch by more than ``tolerance``. An opset outside
     :func:`supported_opsets`, or one the exporter did not write, is a :class:`TsnError` too.
     """
@@ -193,19 +203,21 @@ def export_onnx(
 
     check_opset(opset)
     multiple = tuple(getattr(model, "input_multiple", (1, 1)))
-    if multiple != (1, 1):
+    unsupported = _untraceable_windows(model)
+    if unsupported:
         raise TsnError(
-            f"backbone {model.config.backbone!r} pads its input to multiples of {multiple[0]} x {multiple[1]} (a patch "
-            "embedding), and torch.export fixes the image size of that path, so the export would take one size only "
-            "(docs/backbones.md); export a model with a CNN backbone (ResNet, ConvNeXt, MambaOut...), or serve this "
-            "one with PyTorch"
+            f"backbone {model.config.backbone!r} has shifted-window attention blocks ({unsupported}) whose padding to "
+            "whole windows torch.export cannot trace for a dynamic image size (docs/backbones.md); only timm's Swin "
+            "(swin_*) blocks are rewritten for export: export a Swin, ConvNeXt, MambaOut, ResNet or plain ViT / "
+            "DINOv2 backbone, or serve this one with PyTorch"
         )
     path = ensure_writable_file(path, "ONNX output")
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and blocks
     model = unfuse_adain_blocks(model)  # the reference blocks map onto ONNX's InstanceNormalization
+    _traceable_swin(model)
     module, inputs, outputs = _wrap(model)
     module.eval()
-    probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    probe = torch.randn(1, 3, *_trace_size(multiple), generator=torch.Generator().manual_seed(0))
     example: tuple[torch.Tensor, ...] = (probe.repeat(2, 1, 1, 1),)
     # Dim.DYNAMIC, not named Dims: the exporter records the shape relations it cannot prove (ceil_mode pooling)
     # as facts of the traced sizes instead of restricting the sizes to multiples of 32 without a word.
@@ -227,6 +239,88 @@ def export_onnx(
     with atomic_write(path, "wb") as handle:
         handle.write(serialized)
     return ExportReport(path, inputs, outputs, diffs)
+
+
+def _untraceable_windows(model: nn.Module) -> str:
+    """The class names of shifted-window attention blocks (modules with ``window_size`` and ``shift_size``) that
+    :func:`_traceable_swin` does not rewrite (Swin V2's), comma-separated; empty when there are none."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    names = {
+        type(module).__name__
+        for module in model.modules()
+        if hasattr(module, "window_size") and hasattr(module, "shift_size")
+        and not isinstance(module, SwinTransformerBlock)
+    }
+    return ", ".join(sorted(names))
+
+
+def _traceable_swin(model: nn.Module) -> None:
+    """Rewrite the window attention and patch merging of timm's Swin blocks in ``model`` (the export's own copy)
+    so that ``torch.export`` traces them for every image size: the same operations on the same values, with
+
+    * sizes padded up as ``(n + w - 1) // w * w``: timm's ``n + (w - n % w) % w`` (and ``n + n % 2`` in the patch
+      merging) nests a ``Mod`` per stage that the exporter's symbolic algebra cannot simplify, and the trace of a
+      tiny Swin had not finished after 10 minutes;
+    * the crop back from whole windows gathered rather than sliced (see :func:`tsn.models.backbone.crop`).
+
+    The rewrite is checked by :func:`_verify` like every export, at sizes that need window padding and not.
+    """
+    import types
+
+    from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+
+    for module in model.modules():
+        if isinstance(module, SwinTransformerBlock):
+            module._attn = types.MethodType(_swin_window_attention, module)  # type: ignore[method-assign]
+        elif isinstance(module, PatchMerging):
+            module.forward = types.MethodType(_swin_patch_merging, module)  # type: ignore[method-assign]
+
+
+def _swin_window_attention(block: Any, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``SwinTransformerBlock._attn`` (NHWC in and out), written for :func:`_traceable_swin`."""
+    import torch.nn.functional as F
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    _, height, width, channels = x.shape
+    (window_h, window_w), shift = block.window_size, block.shift_size
+    shifted = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
+    padded_h, padded_w = (height + window_h - 1) // window_h * window_h, (width + window_w - 1) // window_w * window_w
+    shifted = F.pad(shifted, (0, 0, 0, padded_w - width, 0, padded_h - height))
+    windows = window_partition(shifted, block.window_size).view(-1, block.window_area, channels)
+    mask = block.get_attn_mask(shifted) if getattr(block, "dynamic_mask", False) else block.attn_mask
+    attended = block.attn(windows, mask=mask).view(-1, window_h, window_w, channels)
+    merged = window_reverse(attended, block.window_size, padded_h, padded_w)
+    rows, columns = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
+    merged = merged.index_select(1, rows).index_select(2, columns)
+    return torch.roll(merged, shifts=shift, dims=(1, 2)) if any(shift) else merged
+
+
+def _swin_patch_merging(merging: Any, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``PatchMerging.forward`` (NHWC, 2 x 2 neighbours concatenated), written for :func:`_traceable_swin`."""
+    import torch.nn.functional as F
+
+    batch, height, width, channels = x.shape
+    padded_h, padded_w = (height + 1) // 2 * 2, (width + 1) // 2 * 2
+    x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
+    x = x.reshape(batch, padded_h // 2, 2, padded_w // 2, 2, channels).permute(0, 1, 3, 4, 2, 5).flatten(3)
+    return merging.reduction(merging.norm(x))
+
+
+def _trace_size(multiple: tuple[int, ...]) -> tuple[int, int]:
+    """The image size the exporter traces: 64 x 64, or for a backbone that pads to whole patches, sizes from 449 up
+    that are not whole patches, so that the padding is traced as the computation it is in general (at a multiple
+    it pads nothing, which the tracer may take as a fact of every size), and large enough that every stage of a
+    Swin has several windows (Swin-T's last stage has one window per 224 pixels; one window would be taken as a
+    fact too)."""
+    if tuple(multiple) == (1, 1):
+        return 64, 64
+    height, width = 449, 450
+    while height % multiple[0] == 0:
+        height += 1
+    while width % multiple[1] == 0 or width == height:
+        width += 1
+    return height, width
 
 
 def _default_domain_opset(proto: Any) -> int | None:
@@ -282,6 +376,17 @@ def run_onnx(session: Any, image: np.ndarray, task: int | None = None) -> list[n
     return session.run(None, feeds)
 
 
+def _probe_sizes(size: int, multiple: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The sizes :func:`_verify` runs: ``size`` square and ``(size + 1) x (size + 3)``, odd and non-square (not
+    whole patches for patch sizes 14 and 16, so padded); for a backbone that pads, also that size padded to whole
+    patches, where the padding is empty."""
+    sizes = [(size, size), (size + 1, size + 3)]
+    if tuple(multiple) != (1, 1):
+        height, width = padded_size(sizes[1], multiple)
+        sizes.append((int(height), int(width)))
+    return sizes
+
+
 def _verify(
     model: DensePredictionModel, serialized: bytes, path: Path, size: int, tolerance: float
 ) -> dict[str, float]:
@@ -300,7 +405,7 @@ def _verify(
     generator = torch.Generator().manual_seed(1)
     served_by_index = isinstance(model, TaskSwitchingNet)
     diffs: dict[str, float] = {}
-    for height, width in ((size, size), (size + 1, size + 3)):
+    for height, width in _probe_sizes(size, tuple(getattr(model, "input_multiple", (1, 1)))):
         image = torch.randn(1, 3, height, width, generator=generator)
         with torch.no_grad():
             expected = model.predict_tasks(image, list(model.tasks))
@@ -320,7 +425,8 @@ def _verify(
                 raise TsnError(
                     f"the model exported for {path} gives {name} of shape {tuple(got.shape)} for a {height} x "
                     f"{width} image, PyTorch {tuple(reference.shape)}: backbone {model.config.backbone!r} does not "
-                    "export with a dynamic image size (nothing written); export a CNN backbone instead"
+                    "export with a dynamic image size (nothing written); please report this with your torch and "
+                    "timm versions, and export a CNN backbone meanwhile"
                 )
             diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got - reference.numpy()).max()))
     worst = max(diffs, key=diffs.__getitem__)

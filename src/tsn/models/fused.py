@@ -48,7 +48,7 @@ def adain_leaky_relu(
     n = x.shape[0]
     groups = scale.shape[0] // n
     eager_inference = not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and x.requires_grad)
-    mean, var = _statistics(x, fast=eager_inference)
+    mean, var = _statistics(x)
     # a and b are tiny (kN x C): computed in at least float32, rounded to x's dtype only for the pointwise pass.
     dtype = torch.promote_types(x.dtype, torch.float32)
     a = scale.to(dtype) * torch.rsqrt(var.to(dtype) + eps).repeat(groups, 1)
@@ -59,22 +59,59 @@ def adain_leaky_relu(
     return F.leaky_relu(modulate(x, a, b), negative_slope)
 
 
-def _statistics(x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-(sample, channel) mean and biased variance of ``x`` over its spatial axes, each ``N x C``.
 
-    ``torch.var_mean`` is differentiable and what ``torch.compile`` fuses; in eager inference (``fast``) the batch
-    norm statistics kernel is used instead: it is vectorised for both memory formats and 2-5x faster on CPU.
-    It sees ``N x C`` channels of one sample when ``x`` is contiguous, else (channels_last) one sample at a time.
+    Under ``torch.compile`` this is ``torch.var_mean``, which Inductor fuses. Eager runs use the batch norm
+    statistics kernel, vectorised for both memory formats and 10-20x faster than ``var_mean`` on a CPU (2 x 64 x
+    512 x 512 bfloat16 channels_last: 566 ms against about 50 ms); with autograd recording, through
+    :class:`_SpatialStatistics`, whose backward is the closed form of the gradient.
     """
-    n, c, h, w = x.shape
-    if not fast:
+    if torch.compiler.is_compiling():
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
         return mean, var
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _batch_norm_statistics(x)
+    mean, var = _SpatialStatistics.apply(x)
+    return mean, var
+
+
+def _batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, biased variance)``, ``N x C``, from ``torch.batch_norm_update_stats``: it sees the ``N x C`` channels
+    of one sample when ``x`` is contiguous, else (channels_last) one sample at a time."""
+    n, c, h, w = x.shape
     if x.is_contiguous():
         mean, var = torch.batch_norm_update_stats(x.view(1, n * c, h, w), None, None, 0.0)
         return mean.view(n, c), var.view(n, c)
     stats = [torch.batch_norm_update_stats(x[i : i + 1], None, None, 0.0) for i in range(n)]
     return torch.stack([m for m, _ in stats]), torch.stack([v for _, v in stats])
+
+
+class _SpatialStatistics(torch.autograd.Function):
+    """:func:`_batch_norm_statistics` with its gradient: with ``m = HW`` pixels, ``d mean / dx = 1 / m`` and
+    ``d var / dx = 2 (x - mean) / m``, so ``dx = g_mean / m + (x - mean) * 2 g_var / m``, in ``x``'s dtype as
+    autograd's ``var_mean`` backward computes it (two passes over ``x`` instead of its five)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, var = _batch_norm_statistics(x)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None
+    ) -> torch.Tensor:
+        x, mean = ctx.saved_tensors  # type: ignore[attr-defined]
+        count = x.shape[2] * x.shape[3]
+        if grad_mean is None:
+            grad_mean = torch.zeros_like(mean)
+        if grad_var is None:
+            grad_var = torch.zeros_like(mean)
+        centered = x - mean.to(x.dtype)[:, :, None, None]
+        slope = (grad_var * (2.0 / count)).to(x.dtype)[:, :, None, None]
+        return torch.addcmul((grad_mean / count).to(x.dtype)[:, :, None, None], centered, slope)
 
 
 class FusedAdaINConvBlock(AdaINConvBlock):

@@ -19,9 +19,10 @@ and ``--threads`` is applied to those processes only; ``authors``, ``all_tasks``
 Training: one optimizer step of the preset's training recipe (:func:`tsn.training.load_config`: the paper's Adam
 with encoder lr 1e-6, its losses and weights) on random images and labels: ``naive`` is the authors' loop (one
 task per step, eager float32), ``all_tasks_fast`` the all-task schedule (every task of a batch in one step) with
-the training speed options, and ``naive_tuned`` the naive loop with the process settings of ``all_tasks_fast``
-(like-for-like). Throughput counts *task-samples* (an image with one task's label), the unit in which both
-schedules consume an epoch.
+the training speed options (:func:`~tsn.inference.speed.fastest_options`; on CUDA the model and the losses are
+compiled, and the first call, which compiles, is reported as ``compile_seconds``), and ``naive_tuned`` the naive
+loop with the process settings of ``all_tasks_fast`` (like-for-like). Throughput counts *task-samples* (an image
+with one task's label), the unit in which both schedules consume an epoch.
 
 Every configuration runs in a fresh Python process (``spawn``: nothing inherited from the driver, no allocator
 state, no imported library; ``--quick`` forks from a server instead), so its peak memory is its own:
@@ -774,6 +775,7 @@ def _random_labels(specs: Mapping[str, Any], batch: int, size: int, device: str)
 
 
 def _training_worker(job: _Job) -> dict[str, Any]:
+    import torch
 
     from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
     from tsn.training import load_config
@@ -786,11 +788,14 @@ def _training_worker(job: _Job) -> dict[str, Any]:
     model = _build(settings).train()
     if job.config.startswith("naive"):
         options = SpeedOptions()
-    else:  # compilation of the backward pass costs minutes on a CPU: only where it is asked for and pays (CUDA)
+    else:  # compiled on CUDA only: on the CPU, Inductor's backward kernels measured slower than eager (1.6x, 512 px
+        # bf16, 2-core AMX Xeon, docs/performance.md), besides minutes of compilation
         fastest = fastest_options(device)
         compile_ = fastest.compile and settings.compile and device.startswith("cuda")
         options = dataclasses.replace(fastest, compile=compile_)
     model = optimize(model, options, inference=False)
+    # As the trainer with compile: true, the losses (full-resolution pointwise work) are compiled with the model.
+    loss_function = torch.compile(multitask_loss) if options.compile else multitask_loss
     optimizer = build_optimizer(model, recipe)
     image = prepare(_image(job.batch, job.size, device), options)
     specs = model.task_specs
@@ -801,7 +806,7 @@ def _training_worker(job: _Job) -> dict[str, Any]:
     def step(tasks: list[str]) -> None:
         with autocast(options, device):
             outputs = model(image, tasks)
-            loss, _ = multitask_loss(outputs, labels, specs, weights)
+            loss, _ = loss_function(outputs, labels, specs, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -817,6 +822,11 @@ def _training_worker(job: _Job) -> dict[str, Any]:
         steps = 1
         run = warmup = functools.partial(step, names)
     memory = _Memory(device)
+    compile_seconds = None
+    if options.compile:  # the first call compiles forward, backward and losses; the warm-up then runs compiled
+        started = time.perf_counter()
+        warmup()
+        compile_seconds = round(time.perf_counter() - started, 1)
     times = _timings(run, warmup, settings, settings.train_repeats)
     task_samples = job.batch * len(names)  # per call of run: every task once, for each image of the batch
     return {
@@ -825,6 +835,7 @@ def _training_worker(job: _Job) -> dict[str, Any]:
         "steps_per_call": steps,
         "task_samples_per_s": round(task_samples / statistics.median(times), 3),
         "images_per_s": round(job.batch * steps / statistics.median(times), 3),
+        "compile_seconds": compile_seconds,  # the first (compiling) call, one step included; None: not compiled
         **memory.figures(),
     }
 
@@ -1024,8 +1035,9 @@ def _measure_training(pool: Any, job: _Job, log: Callable) -> dict[str, Any]:
                                backbone=job.settings.backbone)
         gflop = one_step * result["steps_per_call"]
         entry.update(gflop=round(gflop, 1), gflops=round(gflop / seconds, 1), peak_dtype=_peak_dtype(result["options"]))
+        compiled = f"  (compiled in {result['compile_seconds']:.0f} s)" if result.get("compile_seconds") else ""
         log(f"  train {job.config:<14} {job.size}px batch {job.batch}: {result['task_samples_per_s']:.3f} "
-            f"task-samples/s  peak mem {result['peak_memory_mb']:8.1f} MB")
+            f"task-samples/s  peak mem {result['peak_memory_mb']:8.1f} MB{compiled}")
     else:
         log(f"  train {job.config:<14}: failed ({result['error']})")
     return entry

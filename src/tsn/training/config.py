@@ -176,6 +176,18 @@ class TrainConfig:
     """Autocast dtype: bf16 (CUDA or CPU), fp16 (CUDA only, with a gradient scaler), or auto (bf16 where the
     hardware computes it natively: recent GPUs, CPUs with AMX / AVX512-BF16; else none)."""
     channels_last: bool = False
+    """NHWC activations and weights (oneDNN's fast convolutions on CPUs; tensor cores on GPUs)."""
+    fused: bool = False
+    """Train with the fused AdaIN blocks (:mod:`tsn.models.fused`: instance norm, modulation and LeakyReLU as one
+    affine map; the same weights and state dict, float32 rounding only). With ``channels_last`` and ``amp: bf16`` it
+    is the training path ``tsn benchmark`` measures (docs/performance.md)."""
+    compile: bool = False
+    """Train the model and the losses through ``torch.compile`` (Inductor), for GPUs: forward and backward become
+    fused kernels around the convolutions. It costs a compilation on the first steps, once per task list and input
+    shape (cached on disk for the next run; the per-task schedules compile one graph per task), so it can only pay
+    on long runs. Not on a CPU: on a 2-core AMX Xeon (512 x 512, bf16) the compiled step took 1.6x the eager one's
+    time with 2 threads, after 2-15 min of compilation (docs/performance.md). The CPU needs a C++ compiler.
+    Validation and checkpoints use the uncompiled model: the same keys, the same exact resume."""
     sync_bn: bool = False
     """Synchronise BatchNorm statistics across GPUs (CUDA DDP only)."""
     seed: int = 0

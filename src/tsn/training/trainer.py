@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, build_model
 from tsn.models.backbone import encoder_feature_info, encoder_layer_ids
 from tsn.models.checkpoint import load_state_dict_checked
+from tsn.models.fused import fuse_adain_blocks
 from tsn.tasks import TaskSpec, get_task
 from tsn.training.checkpointing import (
     RunPaths,
@@ -236,6 +237,21 @@ def _metric_tasks(config: TrainConfig, specs: Mapping[str, TaskSpec]) -> list[st
     return [_model_task(name, specs, "validation.metrics") for name in chosen]
 
 
+def _check_compiler(device: torch.device) -> None:
+    """``compile: true`` on the CPU needs the C++ compiler Inductor builds its kernels with: refused before any work."""
+    if device.type != "cpu":
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: let torch.compile report for itself
+        return
+    try:
+        get_cpp_compiler()
+    except Exception:
+        raise TsnError("config compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++) and none "
+                       "was found; install one, or train without it (--set compile=false)") from None
+
+
 def _ignore_signals(_: int) -> None:
     """DataLoader workers leave Ctrl-C / SIGTERM to the training process, which saves before it stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -334,6 +350,8 @@ class Trainer:
         self.amp = resolve_amp(config.amp, self.ctx.device)
         if self.amp == "fp16" and self.ctx.device.type != "cuda":
             raise TsnError("amp fp16 needs a CUDA GPU; use --set amp=bf16 (or none) on the CPU")
+        if config.compile:
+            _check_compiler(self.ctx.device)
         self.micro_batch = micro_batch_size(config.batch_size, self.ctx.world_size, config.grad_accum)
 
         # Data first: a missing dataset is the likeliest mistake, and is found before any weights are downloaded.
@@ -355,6 +373,8 @@ class Trainer:
         self.model.to(self.ctx.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if config.fused:  # the same parameters, so the optimizer and the checkpoints see no difference
+            self.model = fuse_adain_blocks(self.model)
         self.optimizer = build_optimizer(self.model, config)
         mode: Literal["min", "max"] = "max" if self.criterion.higher_is_better else "min"
         self.scheduler = build_scheduler(self.optimizer, config.scheduler, self.total_steps, mode)
@@ -362,7 +382,14 @@ class Trainer:
         self.state = TrainState()
         if resume:
             self._load(self.paths.last)
-        self.net = self._wrap(self.model)
+        # The compiled wrapper only runs the training steps: self.model (validation, checkpoints) stays uncompiled,
+        # so no ``_orig_mod.`` key reaches a checkpoint. DDP is compiled as a whole (its buckets become graph breaks).
+        # The losses and their backward are compiled too: full-resolution pointwise work on every task's output.
+        self.wrapped = self._wrap(self.model)
+        self.net = cast(nn.Module, torch.compile(self.wrapped)) if config.compile else self.wrapped
+        self.loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = (
+            torch.compile(multitask_loss) if config.compile else multitask_loss
+        )
         self.writer = self._tensorboard()
         self._running: dict[str, list[float]] = {}
 
@@ -505,15 +532,15 @@ class Trainer:
         images = batch["image"].to(self.ctx.device, non_blocking=True)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        # self.net is the DistributedDataParallel wrapper exactly when the run is distributed (see _wrap).
-        net, wrapper = self.net, nn.parallel.DistributedDataParallel
+        # self.wrapped is the DistributedDataParallel wrapper exactly when the run is distributed (see _wrap).
+        net, wrapper = self.wrapped, nn.parallel.DistributedDataParallel
         no_sync = net.no_sync if isinstance(net, wrapper) and not sync else contextlib.nullcontext
         with no_sync():
             with autocast(self.ctx.device, self.amp):
                 raw = self.net(images, list(tasks))
             labels = {t: batch[t].to(self.ctx.device, non_blocking=True) for t in tasks}
             labelled = batch.get("labelled")  # partially labelled data: unlabelled samples leave the loss
-            total, losses = multitask_loss(raw, labels, self.specs, self.weights, labelled)
+            total, losses = self.loss(raw, labels, self.specs, self.weights, labelled)
             values = self._check_finite(losses)
             if labelled is not None:  # a task without a labelled sample here has no loss to log (not a zero)
                 values = {t: v for t, v in values.items() if t not in labelled or bool(labelled[t].any())}
@@ -680,7 +707,7 @@ class Trainer:
             "accumulation) on %s, precision %s | run dir %s", c.name or "training", c.model.arch, c.model.backbone,
             f"{self.model.num_parameters():,}", ", ".join(self.specs), c.schedule, self.steps_per_epoch,
             c.batch_size, self.micro_batch, self.ctx.world_size, c.grad_accum, self.ctx.device,
-            "float32" if self.amp == "none" else self.amp, self.paths.root,
+            ("float32" if self.amp == "none" else self.amp) + (", torch.compile" if c.compile else ""), self.paths.root,
         )
         if self.state.step:
             self.log.info("resuming at epoch %d, step %d (%d steps into the epoch)",

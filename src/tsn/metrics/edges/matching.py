@@ -40,8 +40,10 @@ class _Disc:
 
     def flat_pixels(self, mask: np.ndarray) -> np.ndarray:
         """Flat indices, in the padded frame, of the true pixels of ``mask`` (row-major order)."""
-        rows, cols = np.nonzero(mask)
-        return (rows + self.pad) * self.padded_shape[1] + cols + self.pad
+        # np.flatnonzero of a contiguous 1-D bool array is about 10x faster than np.nonzero of the 2-D map.
+        flat = np.flatnonzero(np.ascontiguousarray(mask, dtype=bool).ravel())
+        width = mask.shape[1]
+        return flat + (flat // width) * (2 * self.pad) + self.pad * (self.padded_shape[1] + 1)
 
     def index_map(self, mask: np.ndarray) -> np.ndarray:
         """Flat padded map holding, at each true pixel of ``mask``, its rank among them (-1 elsewhere)."""
@@ -85,6 +87,29 @@ def _solve_augmented(
     return row_node[real], col_node[real]
 
 
+def _partner_lists(truth: np.ndarray, disc: _Disc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every pixel of the padded frame, its candidate true pixels: (CSR row pointer over the flat padded frame,
+    true pixel ranks, disc step indices), each pixel's list in increasing step order.
+
+    That is the order in which scanning the pixel's disc (``disc.steps``) meets its true pixels, so the pair lists
+    built from it are exactly those of the per-threshold scan they replace. Built once per ground truth from the
+    true pixels' side (``truths x steps`` entries, one SIMD sort of distinct integer keys), it makes each threshold
+    cost linear in its pairs.
+    """
+    truth_pixels = disc.flat_pixels(truth)
+    n_steps = disc.steps.size
+    bits = max(1, (n_steps - 1).bit_length())
+    # True pixel g is candidate (step s) of the pixel q = g - steps[s]: sort the distinct keys (q << bits) | s.
+    owners = (truth_pixels[None, :] - disc.steps[:, None]).ravel()
+    keys = (owners << bits) | np.repeat(np.arange(n_steps), truth_pixels.size)
+    keys.sort()
+    steps = (keys & ((1 << bits) - 1)).astype(np.intp)
+    ranks = disc.index_map(truth)[(keys >> bits) + disc.steps[steps]]
+    first = np.zeros(disc.padded_shape[0] * disc.padded_shape[1] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owners, minlength=first.size - 1), out=first[1:])
+    return first, ranks, steps
+
+
 _BATCH_NODES = 512
 """Small components are solved together up to this many nodes: one solver call, scans still short."""
 
@@ -92,8 +117,8 @@ _BATCH_NODES = 512
 class _TruthMatcher:
     """One ground truth of an image, matched against the prediction at every threshold with :func:`_match`'s result.
 
-    Built once per image: the rank map of the true pixels, the map of pixels within ``r`` of one (a predicted
-    pixel elsewhere has no partner and never enters the graph), and a cache of solved components.
+    Built once per image: every pixel's list of candidate true pixels (:func:`_partner_lists`; a predicted pixel
+    with an empty list has no partner and never enters the graph), and a cache of solved components.
 
     Per threshold the pair graph is split into connected components, which are independent assignment problems.
     scipy's LAPJVsp touches only the rows and columns of one component when it augments from a row of it, scans
@@ -112,30 +137,36 @@ class _TruthMatcher:
     def __init__(self, truth: np.ndarray, disc: _Disc, certify: bool = True) -> None:
         self.disc = disc
         self.certify = certify
-        self.index = disc.index_map(truth)
         self.n_truth = int(np.count_nonzero(truth))
-        self.near = np.zeros(self.index.size, dtype=bool)
-        self.near[(disc.flat_pixels(truth)[:, None] + disc.steps).ravel()] = True
+        self.first, self.partner_rank, self.partner_step = _partner_lists(truth, disc)
         self.solved: dict[tuple[bytes, bytes], np.ndarray] = {}
 
     def match(self, pixels: np.ndarray, which: bool) -> tuple[np.ndarray | None, int]:
         """(positions in ``pixels`` of the matched predicted pixels, or None unless ``which``; number of pairs)."""
-        disc = self.disc
-        close = np.flatnonzero(self.near[pixels])
+        starts, stops = self.first[pixels], self.first[pixels + 1]
+        close = np.flatnonzero(stops > starts)
         if close.size == 0:
             return (np.empty(0, np.intp) if which else None), 0
-        candidates = self.index[pixels[close][:, None] + disc.steps]
-        pred_node, step = np.nonzero(candidates >= 0)  # every close pixel has a partner: nodes = 0 .. close.size-1
+        # Every pair of a close pixel, in (pixel, disc step) order: the rows np.nonzero of the pixels' candidate
+        # table (close pixels x disc steps) would give, gathered from the precomputed lists without that table.
+        starts, lengths = starts[close], stops[close] - starts[close]
+        ends = np.cumsum(lengths)
+        n_pred, n_pairs_total = close.size, int(ends[-1])
+        pred_node = np.repeat(np.arange(n_pred), lengths)
+        slots = np.arange(n_pairs_total) + np.repeat(starts - (ends - lengths), lengths)
+        ranks = self.partner_rank[slots]
         # np.unique(ranks, return_inverse=True) by a presence map over the true pixels' ranks: no sort.
-        ranks = candidates[pred_node, step]
         present = np.zeros(self.n_truth, dtype=bool)
         present[ranks] = True
         gt_ids = np.flatnonzero(present)
         gt_node = (np.cumsum(present) - 1)[ranks]
-        pair_costs = disc.costs[step]
-        n_pred, n_gt = close.size, gt_ids.size
+        pair_costs = self.disc.costs[self.partner_step[slots]]
+        n_gt = gt_ids.size
+        # The pair graph as a square CSR adjacency (prediction rows, then empty truth rows), built directly: the
+        # pairs are already sorted by row.
+        indptr = np.concatenate([[0], ends, np.full(n_gt, n_pairs_total)])
         n_components, component = connected_components(
-            csr_matrix((np.ones(pred_node.size, bool), (pred_node, n_pred + gt_node)), shape=(n_pred + n_gt,) * 2),
+            csr_matrix((np.ones(n_pairs_total, bool), n_pred + gt_node, indptr), shape=(n_pred + n_gt,) * 2),
             directed=False,
         )
         pred_component, gt_component = component[:n_pred], component[n_pred:]
