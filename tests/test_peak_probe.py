@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from tsn.studies import benchmark
 from tsn.studies.benchmark import (
     cap_peaks,
     conv_peak_gflops,
@@ -16,6 +15,7 @@ from tsn.studies.benchmark import (
     measured_peaks,
     theoretical_peak,
 )
+from tsn.studies.benchmark import machine as benchmark_machine
 
 SAPPHIRE_RAPIDS = ["fma", "avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
 
@@ -51,12 +51,12 @@ CPUINFO = "".join(
 
 
 def test_cpu_features_counts_physical_cores_and_says_where_the_clock_came_from(monkeypatch) -> None:
-    monkeypatch.setattr(benchmark.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(benchmark, "_max_clock_mhz", lambda: (None, ""))
+    monkeypatch.setattr(benchmark_machine.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(benchmark_machine, "_max_clock_mhz", lambda: (None, ""))
     features = cpu_features(CPUINFO)
     assert features["physical_cores"] == 2 and {"avx2", "fma"} <= set(features["flags"])
     assert features["clock_mhz"] == 2100.0 and features["clock_assumed"]
-    monkeypatch.setattr(benchmark, "_max_clock_mhz", lambda: (3500.0, "cpufreq max"))
+    monkeypatch.setattr(benchmark_machine, "_max_clock_mhz", lambda: (3500.0, "cpufreq max"))
     features = cpu_features(CPUINFO)
     assert features["clock_mhz"] == 3500.0 and not features["clock_assumed"]
 
