@@ -129,33 +129,9 @@ def baseline_counts(
     pred: np.ndarray, gts: list[np.ndarray], protocol: str, matching: ModuleType, thinning: ModuleType
 ) -> np.ndarray:
     """``counts._edge_counts`` (certificate on) with another revision's ``_Disc``, ``_TruthMatcher`` and thinning."""
-    protocol_ = get_protocol(protocol)
-    soft = edge_counts_module._soft_map(pred, protocol_)
-    truths = edge_counts_module._ground_truths(gts, soft, protocol_)
-    disc = matching._Disc(soft.shape, protocol_.max_dist)
-    matchers = [matching._TruthMatcher(truth, disc, True) for truth in truths]
-    which = len(matchers) > 1
-    sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
-    counts = np.zeros((len(protocol_.thresholds), 4), dtype=np.int64)
-    previous: np.ndarray | None = None
-    for k, threshold in enumerate(protocol_.thresholds):
-        binary = soft >= threshold if protocol_.comparison == ">=" else soft > threshold
-        if previous is not None and np.array_equal(binary, previous):
-            counts[k] = counts[k - 1]
-            continue
-        previous = binary
-        if protocol_.thin_prediction:
-            binary = thinning.thin_edges(binary)
-        pixels = disc.flat_pixels(binary)
-        matched_pred = np.zeros(pixels.size, dtype=bool)
-        cnt_r = 0
-        for matcher in matchers:
-            positions, n_pairs = matcher.match(pixels, which)
-            if positions is not None:
-                matched_pred[positions] = True
-            cnt_r += n_pairs
-        counts[k] = (cnt_r, sum_r, np.count_nonzero(matched_pred) if which else cnt_r, pixels.size)
-    return counts
+    return edge_counts_module._edge_counts(
+        pred, gts, protocol, matcher_type=matching._TruthMatcher, disc_type=matching._Disc, thin=thinning.thin_edges
+    )
 
 
 def time_paths(

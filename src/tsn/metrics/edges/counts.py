@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,6 @@ from tsn.metrics.edges.thinning import _thin_edges_reference, thin_edges
 
 COUNT_FIELDS: tuple[str, ...] = ("cntR", "sumR", "cntP", "sumP")
 """Column order of a per-image count array (``K x 4``, one row per threshold)."""
-
 
 
 def _soft_map(pred: ArrayLike, protocol: EdgeProtocol) -> np.ndarray:
@@ -74,15 +73,27 @@ def edge_counts(
 
 
 def _edge_counts(
-    pred: ArrayLike, gt: ArrayLike | Sequence[ArrayLike], protocol: str | EdgeProtocol, certify: bool
+    pred: ArrayLike,
+    gt: ArrayLike | Sequence[ArrayLike],
+    protocol: str | EdgeProtocol,
+    certify: bool = True,
+    *,
+    matcher_type: Callable[[np.ndarray, Any, bool], Any] = _TruthMatcher,
+    disc_type: Callable[[tuple[int, int], float], Any] = _Disc,
+    thin: Callable[[np.ndarray], np.ndarray] = thin_edges,
 ) -> np.ndarray:
     """:func:`edge_counts`; ``certify=False`` sends every hard component to the solver (the path before the
-    maximum-matching certificate of :meth:`_TruthMatcher._certified_sizes`, timed by ``benchmarks/bench_edges.py``)."""
+    maximum-matching certificate of :meth:`_TruthMatcher._certified_sizes`, timed by ``benchmarks/bench_edges.py``).
+
+    The matcher (one per ground truth: ``match(pixels, which) -> (matched positions or None, pairs)``), the pixel
+    disc and the thinning are parameters so that :func:`_edge_counts_reference` and the benchmark's other
+    revisions run this same threshold loop with their own pieces.
+    """
     protocol = get_protocol(protocol)
     soft = _soft_map(pred, protocol)
     truths = _ground_truths(gt, soft, protocol)
-    disc = _Disc(soft.shape, protocol.max_dist)
-    matchers = [_TruthMatcher(truth, disc, certify) for truth in truths]
+    disc = disc_type(soft.shape, protocol.max_dist)
+    matchers = [matcher_type(truth, disc, certify) for truth in truths]
     # With one ground truth cntP == cntR: which predicted pixels are matched does not matter, only how many.
     which = len(matchers) > 1
     sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
@@ -96,7 +107,7 @@ def _edge_counts(
             continue
         previous = binary
         if protocol.thin_prediction:
-            binary = thin_edges(binary)
+            binary = thin(binary)
         pixels = disc.flat_pixels(binary)
         matched_pred = np.zeros(pixels.size, dtype=bool)
         cnt_r = 0
@@ -109,41 +120,30 @@ def _edge_counts(
     return counts
 
 
+class _WholeGraphMatcher:
+    """The first implementation's matching: one solver call on the whole pair graph of a threshold
+    (:func:`~tsn.metrics.edges.matching._match`), no components, no cache, no certificate."""
+
+    def __init__(self, truth: np.ndarray, disc: _Disc, certify: bool = False) -> None:
+        del certify  # every pair graph goes to the solver whole
+        self.disc, self.index = disc, disc.index_map(truth)
+
+    def match(self, pixels: np.ndarray, which: bool) -> tuple[np.ndarray, int]:
+        del which  # the matched predicted pixels are always returned
+        pred_ids, gt_ids = _match(pixels, self.index, self.disc)
+        return pred_ids, int(gt_ids.size)
+
 
 def _edge_counts_reference(
     pred: ArrayLike, gt: ArrayLike | Sequence[ArrayLike], protocol: str | EdgeProtocol = "mtl-survey"
 ) -> np.ndarray:
-    """:func:`edge_counts` as first written: one solver call on the whole pair graph per threshold and ground truth.
+    """:func:`edge_counts` as first written: one solver call on the whole pair graph per threshold and ground truth,
+    ``np.unique`` thinning.
 
     Kept as the reference the fast path is tested against (``tests/metrics/test_edges_fast.py``) and timed
     against (``benchmarks/bench_edges.py``); same counts, 3-4 times slower on dense maps.
     """
-    protocol = get_protocol(protocol)
-    soft = _soft_map(pred, protocol)
-    truths = _ground_truths(gt, soft, protocol)
-    disc = _Disc(soft.shape, protocol.max_dist)
-    indices = [disc.index_map(truth) for truth in truths]
-    sum_r = sum(int(np.count_nonzero(truth)) for truth in truths)
-    counts = np.zeros((len(protocol.thresholds), 4), dtype=np.int64)
-    previous: np.ndarray | None = None
-    for k, threshold in enumerate(protocol.thresholds):
-        binary = soft >= threshold if protocol.comparison == ">=" else soft > threshold
-        # Thresholds often fall between two levels of a quantised map: same mask, same counts.
-        if previous is not None and np.array_equal(binary, previous):
-            counts[k] = counts[k - 1]
-            continue
-        previous = binary
-        if protocol.thin_prediction:
-            binary = _thin_edges_reference(binary)
-        pixels = disc.flat_pixels(binary)
-        matched_pred = np.zeros(pixels.size, dtype=bool)
-        cnt_r = 0
-        for index in indices:
-            pred_ids, gt_ids = _match(pixels, index, disc)
-            matched_pred[pred_ids] = True
-            cnt_r += gt_ids.size
-        counts[k] = (cnt_r, sum_r, np.count_nonzero(matched_pred), pixels.size)
-    return counts
+    return _edge_counts(pred, gt, protocol, matcher_type=_WholeGraphMatcher, thin=_thin_edges_reference)
 
 
 # ------------------------------------------------------------------------------------------------ aggregation
