@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_runs import tiny_run
 from torch import nn
 
 from error_model import assert_close_float64, network_reductions
@@ -28,36 +29,22 @@ from tsn.training.trainer import _check_compiler
 
 pytestmark = pytest.mark.usefixtures("one_thread", "synthetic_cache")
 
-TINY: dict[str, Any] = {
+TINY: dict[str, Any] = tiny_run({
     "name": "tiny-compiled",
-    "model": {
-        "preset": "tsn_r18_synthetic",
-        "backbone": "resnet10t",
-        "decoder_channels": [16, 8, 8, 8, 8],
-        "tasks": ["semseg", "saliency", "normals", "depth"],  # one task of every output kind
-    },
-    "data": {
-        "dataset": "synthetic",
-        "size": 64,
-        "options": {"size": 64},
-        "train_options": {"length": 8},
-        "val_options": {"length": 2},
-        "train_transform": "eval",
-        "num_workers": 0,
-    },
-    "schedule": "all_tasks",
+    "model.backbone": "resnet10t",
+    "data.train_options": {"length": 8},
+    "data.val_options": {"length": 2},
     "epochs": 1,
     "max_steps": 4,
     "batch_size": 2,
-    "optim": {"lr": 1.0e-3, "encoder_lr": 1.0e-4},
     "scheduler": {"name": "constant"},
     "validation": {"metrics": False},
     "checkpoint_every": 0,
+    "log_every": 10,
     "seed": 5,
-    "device": "cpu",
     "tensorboard": False,
     "compile": True,
-}
+})
 
 
 def _gradient_reductions(model: nn.Module, run: Any) -> list[int]:

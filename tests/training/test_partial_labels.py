@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny_runs import tiny_run
 from torch.utils.data import Dataset
 
 import tsn.data
@@ -23,35 +24,17 @@ from tsn.training import load_config, train
 from tsn.training.losses import multitask_loss
 from tsn.training.schedules import ALL, PlanSampler, epoch_plan, plan_streams, stream_pools
 
-TINY: dict[str, Any] = {
+TINY: dict[str, Any] = tiny_run({
     "name": "tiny-partial",
-    "model": {
-        "preset": "tsn_r18_synthetic",
-        "backbone": "mobilenetv3_small_050",
-        "decoder_channels": [16, 8, 8, 8, 8],
-        "tasks": ["semseg", "saliency", "normals", "depth"],  # one task of every output kind
-    },
-    "data": {
-        "dataset": "synthetic",
-        "size": 64,
-        "options": {"size": 64},
-        "train_options": {"length": 12},
-        "val_options": {"length": 4},
-        "train_transform": "eval",
-        "num_workers": 0,
-    },
+    "schedule": "epoch",  # TrainConfig's default; the tests name the schedule they train
     "epochs": 3,
     "max_steps": 4,
-    "batch_size": 4,
-    "optim": {"lr": 1.0e-3, "encoder_lr": 1.0e-4},
     "scheduler": {"name": "constant"},
     "validation": {"every": 0, "metrics": False},
     "checkpoint_every": 0,
-    "log_every": 1,
     "tensorboard": False,
     "seed": 5,
-    "device": "cpu",
-}
+})
 SCHEDULES = ("epoch", "round_robin", "all_tasks")
 
 

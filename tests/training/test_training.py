@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from tiny_runs import TINY_RUN
 
 from tsn.cli import main
 from tsn.errors import TsnError
@@ -25,34 +26,7 @@ from tsn.training import TrainConfig, config_from_dict, load_config, resume_conf
 from tsn.training.distributed import init_distributed
 from tsn.training.trainer import Trainer
 
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "model": {
-        "preset": "tsn_r18_synthetic",
-        "backbone": "mobilenetv3_small_050",  # 0.6 M parameters: a step takes milliseconds
-        "decoder_channels": [16, 8, 8, 8, 8],
-        "tasks": ["semseg", "saliency", "normals", "depth"],  # one task of every output kind
-    },
-    "data": {
-        "dataset": "synthetic",
-        "size": 64,
-        "options": {"size": 64},
-        "train_options": {"length": 12},
-        "val_options": {"length": 4},
-        "train_transform": "eval",
-        "num_workers": 0,
-    },
-    "schedule": "all_tasks",
-    "epochs": 2,
-    "batch_size": 4,
-    "optim": {"lr": 1.0e-3, "encoder_lr": 1.0e-4},
-    "scheduler": {"name": "cosine", "warmup_steps": 2},
-    "validation": {"every": 1, "metrics": ["semseg"]},
-    "checkpoint_every": 2,
-    "log_every": 1,
-    "seed": 3,
-    "device": "cpu",
-}
+TINY: dict[str, Any] = TINY_RUN
 
 
 def tiny(*overrides: str) -> TrainConfig:
