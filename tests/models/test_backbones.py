@@ -227,7 +227,7 @@ def test_backbone_options_reach_timm_and_bad_ones_are_one_line() -> None:
 
 @pytest.mark.parametrize("key", ["vit", "convnext_atto", "swin"])
 def test_layer_decay_gives_each_encoder_block_its_own_rate(key: str) -> None:
-    from tsn.training.trainer import _parameter_groups
+    from tsn.training.optim import _parameter_groups
 
     model = _model("tsn", key)
     ids, layers = encoder_layer_ids(model.encoder)

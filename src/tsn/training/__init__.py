@@ -9,18 +9,8 @@ result = train(None, "runs/my-run", resume=True)            # continue an interr
 ```
 """
 
-from tsn.training.config import (
-    SCHEDULES,
-    DataConfig,
-    OptimConfig,
-    SchedulerConfig,
-    TrainConfig,
-    ValidationConfig,
-    apply_overrides,
-    config_from_dict,
-    list_presets,
-    load_config,
-)
+from tsn.training.config import SCHEDULES, DataConfig, OptimConfig, SchedulerConfig, TrainConfig, ValidationConfig
+from tsn.training.config_loading import apply_overrides, config_from_dict, list_presets, load_config
 from tsn.training.schedules import Step, epoch_plan
 from tsn.training.trainer import RunResult, resume_config, train
 from tsn.training.validation import ConstantPredictor, ValidationResult, fit_constant_predictor, validate

@@ -15,7 +15,6 @@ the interrupted-and-resumed run ends with the weights of the uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import signal
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 from tsn.datasets import dataset_tasks
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, build_model
-from tsn.models.backbone import encoder_feature_info, encoder_layer_ids
+from tsn.models.backbone import encoder_feature_info
 from tsn.models.checkpoint import load_state_dict_checked
 from tsn.models.fused import fuse_adain_blocks
 from tsn.tasks import TaskSpec, get_task
@@ -48,9 +47,11 @@ from tsn.training.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
 )
-from tsn.training.config import SchedulerConfig, TrainConfig, apply_overrides, config_from_dict, load_config_dict
+from tsn.training.config import TrainConfig
+from tsn.training.config_loading import apply_overrides, config_from_dict, load_config_dict
 from tsn.training.distributed import DistContext, init_distributed
 from tsn.training.losses import loss_weights, multitask_loss
+from tsn.training.optim import build_optimizer, build_scheduler
 from tsn.training.schedules import (
     ALL,
     PlanDataset,
@@ -69,8 +70,6 @@ __all__ = [
     "RunResult",
     "Criterion",
     "criterion",
-    "build_optimizer",
-    "build_scheduler",
     "Trainer",
     "resume_config",
     "train",
@@ -157,63 +156,7 @@ def _model_task(name: str, specs: Mapping[str, TaskSpec], what: str) -> str:
     return task
 
 
-# ------------------------------------------------------------------------------------------------ building
-
-
-def _parameter_groups(
-    model: DensePredictionModel, lr: float, encoder_lr: float | None, layer_decay: float | None = None
-) -> list[dict[str, Any]]:
-    """The paper's two groups: the encoder, and everything else (decoder, task embedding, heads); with
-    ``layer_decay``, one encoder group per depth (:func:`tsn.models.backbone.encoder_layer_ids`), the deepest at
-    the encoder's rate and each one below at ``layer_decay`` times the rate above (BEiT's layer-wise decay)."""
-    encoder = list(model.encoder.parameters())
-    in_encoder = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if id(p) not in in_encoder]
-    top_lr = lr if encoder_lr is None else encoder_lr
-    decoder = {"params": rest, "lr": lr, "name": "decoder"}
-    if layer_decay is None:
-        return [{"params": encoder, "lr": top_lr, "name": "encoder"}, decoder]
-    ids, layers = encoder_layer_ids(model.encoder)
-    groups: dict[int, list[torch.nn.Parameter]] = {}
-    for name, parameter in model.encoder.named_parameters():
-        groups.setdefault(ids[name], []).append(parameter)
-    return [
-        {"params": groups[layer], "lr": top_lr * layer_decay ** (layers - 1 - layer), "name": f"encoder.{layer}"}
-        for layer in sorted(groups)
-    ] + [decoder]
-
-
-def build_optimizer(model: DensePredictionModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over the two parameter groups ``encoder`` and ``decoder``."""
-    o = config.optim
-    groups = _parameter_groups(model, o.lr, o.encoder_lr, o.layer_decay)
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    optimizer = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return optimizer(groups, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def _lr_factor(step: int, *, config: SchedulerConfig, total: int) -> float:
-    """Multiplier of the initial learning rates after ``step`` optimizer steps (step-based schedules)."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-    if config.name == "cosine":
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.name == "poly":
-        return (1 - progress) ** config.power
-    return 1.0
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: SchedulerConfig, total_steps: int, mode: Literal["min", "max"]
-) -> Any:
-    """ReduceLROnPlateau (stepped on validation) or a per-step LambdaLR (cosine, poly, constant + warm-up)."""
-    if config.name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=config.factor, patience=config.patience
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_lr_factor, config=config, total=total_steps))
+# ------------------------------------------------------------------------------------------------ checks
 
 
 def _check_tasks(config: TrainConfig) -> dict[str, TaskSpec]:

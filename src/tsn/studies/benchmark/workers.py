@@ -275,7 +275,7 @@ def _training_worker(job: Job) -> dict[str, Any]:
     from tsn.inference.speed import SpeedOptions, autocast, fastest_options, optimize, prepare
     from tsn.training import load_config
     from tsn.training.losses import loss_weights, multitask_loss
-    from tsn.training.trainer import build_optimizer
+    from tsn.training.optim import build_optimizer
 
     settings, device = job.settings, job.settings.device
     process = _process_setup(settings, job.config)

@@ -104,7 +104,7 @@ def _measure(job: Mapping[str, Any]) -> dict[str, Any]:
         seconds = _best_seconds(infer, job["repeats"])
         return {"seconds": round(seconds, 5), "peak_mb": memory.peak_mb(), "memory_source": memory.source}
     from tsn.training.losses import loss_weights, multitask_loss
-    from tsn.training.trainer import build_optimizer
+    from tsn.training.optim import build_optimizer
     from tsn.training.validation import autocast
 
     config = job["config"]
