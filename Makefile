@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tsn-installed
 
-.PHONY: install demo lint browser test bench clean
+.PHONY: install demo lint browser docs docs-serve wheel-check test bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 demo: install
@@ -19,7 +19,7 @@ demo: install
 
 # Lint (ruff: style, imports, likely bugs) and type-check (mypy, settings in pyproject.toml) before the tests.
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks .ci docs/_hooks
 	$(BIN)/mypy src/tsn
 
 # The headless browser of tests/serving/test_serve_browser.py: Debian's chromium and its chromedriver, installed
@@ -36,11 +36,24 @@ browser:
 		echo "make browser: run 'apt-get install chromium chromium-driver' as root for the browser test"; \
 	fi
 
-test: lint browser
+# The documentation site (mkdocs.yml) into site/, strict: a broken link or anchor, a page missing from the navigation
+# or an API reference to a name that no longer exists fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# Build the sdist and the wheel, twine-check them, install the wheel into a fresh venv outside the checkout and use
+# it from there: presets, a prediction, the page on loopback (.ci/wheel_check.py).
+wheel-check: install
+	$(BIN)/python .ci/wheel_check.py
+
+test: lint browser docs wheel-check
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/tsn benchmark --tune-allocator
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

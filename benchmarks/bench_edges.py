@@ -2,9 +2,9 @@
 
 Times one 481 x 321 image per case with the current :func:`edge_counts` ("new"), the same path without the
 maximum-matching certificate ("uncertified": every hard component to the solver) and the first implementation
-``counts._edge_counts_reference`` ("old": one solver call on the whole pair graph per threshold), alternating them
-in every repetition so that a machine shared with other jobs slows all alike. All give identical counts (checked
-here on every case). Cases, for two BSDS images:
+``edge_counts_reference`` of ``tests/edge_oracles.py`` ("old": one solver call on the whole pair graph per
+threshold), alternating them in every repetition so that a machine shared with other jobs slows all alike. All
+give identical counts (checked here on every case). Cases, for two BSDS images:
 
 * ``mtl-survey_99thr_1gt_network`` (the target): the default PASCAL preset on a network-like map, a sigmoid of the
   blurred sample prediction plus smooth noise, above 0.01 on most of the image as a network's output is (the
@@ -66,6 +66,10 @@ from tsn.metrics.edges import (
 )
 from tsn.metrics.edges import counts as edge_counts_module
 from tsn.utils.io import atomic_write_json
+
+# The first implementation is a test oracle and lives with the tests (tests/edge_oracles.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import edge_oracles
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PATH = REPO / "benchmarks" / "results" / "edges_cpu.json"
@@ -145,7 +149,7 @@ def time_paths(
     paths = {
         "new": edge_counts,
         "uncertified": functools.partial(edge_counts_module._edge_counts, certify=False),
-        "old": edge_counts_module._edge_counts_reference,
+        "old": edge_oracles.edge_counts_reference,
     }
     if baseline is not None:
         paths["baseline"] = baseline

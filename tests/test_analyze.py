@@ -182,7 +182,7 @@ def test_analyze_draws_the_path_between_two_tasks(tsn_checkpoint: Path, tmp_path
         (["--path", "semseg", "bogus"], "unknown task 'bogus'"),
         (["--path", "semseg", "depth", "--steps", "1"], "at least 2 steps"),
         (["--path", "semseg", "depth", "--image", "missing.png"], "--image"),
-        (["--path", "semseg", "depth", "--image", "4", "--size", "48"], "multiple of 32"),
+        (["--path", "semseg", "depth", "--image", "4", "--size", "48"], "--size must be at least 64 x 64"),
     ],
 )
 def test_a_bad_path_is_one_line_and_writes_nothing(tsn_checkpoint: Path, tmp_path: Path,

@@ -32,7 +32,7 @@ def test_import_tsn_loads_neither_torch_nor_timm() -> None:
 
 
 def test_every_public_name_resolves_to_its_defining_module() -> None:
-    import tsn.datasets
+    import tsn.dataset_catalog
     import tsn.models
     import tsn.tasks
 
@@ -42,8 +42,8 @@ def test_every_public_name_resolves_to_its_defining_module() -> None:
         assert name in dir(tsn)
     assert tsn.create_model is tsn.models.create_model and tsn.list_models is tsn.models.list_models
     assert tsn.register_task is tsn.tasks.register_task and tsn.get_task is tsn.tasks.get_task
-    assert tsn.register_dataset is tsn.datasets.register_dataset
-    assert tsn.list_datasets is tsn.datasets.list_datasets
+    assert tsn.register_dataset is tsn.dataset_catalog.register_dataset
+    assert tsn.list_datasets is tsn.dataset_catalog.list_datasets
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         tsn.nonexistent  # noqa: B018
 

@@ -136,7 +136,7 @@ with io.atomic_write(sys.argv[1]) as handle:
 
 
 def test_checkpoint_temp_left_by_kill_9_is_removed_on_resume(tmp_path: Path) -> None:
-    from tsn.training.checkpointing import prepare_run_dir
+    from tsn.training.resume import prepare_run_dir
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -208,7 +208,7 @@ OPTION_CASES: dict[str, tuple[Case, str]] = {
         "must be at least 1, got 0"),
     "predict --size 8": (
         lambda f, w: ["predict", str(f.image), "--checkpoint", str(f.checkpoint), "-o", "out", "--size", "8"],
-        "sides of at least 32"),
+        "--size must be at least 64 x 64 for this model"),
     "predict missing inputs": (
         lambda f, w: ["predict", "nowhere.png", "--checkpoint", str(f.checkpoint), "-o", "out"],
         "none of the inputs exist"),
@@ -235,7 +235,7 @@ OPTION_CASES: dict[str, tuple[Case, str]] = {
         "unknown edge protocol 'sobel'"),
     "evaluate --size 0": (
         lambda f, w: ["evaluate", "--checkpoint", str(f.checkpoint), "--dataset", "synthetic", "--size", "0"],
-        "input size [0]"),
+        "--size 0: each side must be from 1 to 2048"),
     "data show --n 0": (lambda f, w: ["data", "show", "synthetic", "--n", "0"], "--n must be at least 1, got 0"),
     "data show --size -1": (lambda f, w: ["data", "show", "synthetic", "--size", "-1"], "--size must be at least 1"),
     "data show unknown dataset": (lambda f, w: ["data", "show", "coco"], "unknown dataset 'coco'"),
@@ -244,8 +244,10 @@ OPTION_CASES: dict[str, tuple[Case, str]] = {
         lambda f, w: ["benchmark", "--quick", "--threads", "-1"], "--threads must be at least 1"),
     "benchmark --train-batch 0": (
         lambda f, w: ["benchmark", "--quick", "--train-batch", "0"], "--train-batch must be at least 1"),
-    "benchmark --train-size 16": (lambda f, w: ["benchmark", "--quick", "--train-size", "16"], "at least 64 px"),
-    "benchmark --sizes 8": (lambda f, w: ["benchmark", "--quick", "--sizes", "8"], "at least 64 px"),
+    "benchmark --train-size 16": (lambda f, w: ["benchmark", "--quick", "--train-size", "16"],
+                                  "must be at least 64 x 64 for this model"),
+    "benchmark --sizes 8": (lambda f, w: ["benchmark", "--quick", "--sizes", "8"],
+                            "must be at least 64 x 64 for this model"),
     "benchmark --batches 0": (lambda f, w: ["benchmark", "--batches", "0"], "expected positive integers"),
     "demo --steps -1": (lambda f, w: ["demo", "--steps", "-1"], "--steps must be at least 1, got -1"),
     "demo --size 50": (lambda f, w: ["demo", "--size", "50"], "multiple of 32 of at least 64"),

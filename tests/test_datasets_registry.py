@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from tsn.data import build_dataset, dataset_options
 from tsn.data.download import get_source
-from tsn.datasets import (
+from tsn.dataset_catalog import (
     DatasetSpec,
     canonical_dataset_name,
     dataset_tasks,
@@ -28,7 +28,7 @@ def test_names_and_aliases() -> None:
     assert list_datasets()[:5] == ["pascal_context", "nyud", "synthetic", "nyuv2_13", "cityscapes_7"]
     assert canonical_dataset_name(" PASCAL-Context ") == "pascal_context"
     assert canonical_dataset_name("NYUv2") == "nyuv2_13" and canonical_dataset_name("cityscapes") == "cityscapes_7"
-    with pytest.raises(TsnError, match="unknown dataset 'coco'; choose one of: pascal_context, nyud") as error:
+    with pytest.raises(TsnError, match="unknown dataset 'coco'; known: pascal_context, nyud") as error:
         get_dataset("coco")
     assert "\n" not in str(error.value)
 
@@ -73,7 +73,7 @@ def test_a_user_dataset_is_one_registration(tmp_path: Path) -> None:
         build_dataset("flat", size=3)
     with pytest.raises(TsnError, match="'user_flat' is already registered"):
         register_dataset(spec)
-    with pytest.raises(TsnError, match="'nyuv2' is already registered \\(by 'nyuv2_13'\\)"):
+    with pytest.raises(TsnError, match="dataset 'NYUv2' is already registered \\(an alias of 'nyuv2_13'\\)"):
         register_dataset(DatasetSpec(name="other", title="x", tasks={"depth": 1}, loader="x:y", aliases=("NYUv2",)))
     with pytest.raises(TsnError, match="class names of 'semseg' must be one per channel"):
         DatasetSpec(name="bad", title="x", tasks={"semseg": 3}, loader="x:y", class_names={"semseg": ("a",)})

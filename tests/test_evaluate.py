@@ -15,7 +15,7 @@ from PIL import Image
 from fixture_datasets import PASCAL_VAL_IDS
 from tsn.cli import main
 from tsn.data import build_dataset
-from tsn.datasets import dataset_tasks
+from tsn.dataset_catalog import dataset_tasks
 from tsn.errors import TsnError
 from tsn.evaluation.evaluate import evaluate_checkpoint, evaluate_model
 from tsn.evaluation.tables import TableRow, compare_with_baseline, load_baseline, markdown_table
@@ -294,10 +294,10 @@ def test_error_paths_are_one_line(tmp_path, capsys) -> None:
         "task not in checkpoint": ([*base, "--dataset", "nyud", "--tasks", "depth"], "no task 'depth'"),
         "wrong dataset": ([*base, "--dataset", "nyud"], "predicts 21 channels for semseg but 'nyud' has 41"),
         "missing checkpoint": (["evaluate", "--checkpoint", str(tmp_path / "none.pt")], "does not exist"),
-        "bad baseline": ([*base, "--baseline", str(tmp_path / "none.json")], "cannot read baseline"),
+        "bad baseline": ([*base, "--baseline", str(tmp_path / "none.json")], "none.json cannot be read"),
         "unknown dataset": ([*base, "--dataset", "coco"], "unknown dataset 'coco'"),
         "bad option": ([*base, "--dataset", "synthetic", "--dataset-option", "size"], "not KEY=VALUE"),
-        "tiny input": ([*base, "--size", "32"], "input size [32]"),
+        "tiny input": ([*base, "--size", "32"], "--size must be at least 64 x 64 for this model"),
     }
     for case, (argv, message) in cases.items():
         assert main(argv) == 2, case

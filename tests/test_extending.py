@@ -1,7 +1,9 @@
 """Extending tsn from outside the package: docs/extending.md, run as written, and the plugin loading.
 
-The walkthrough's module (``toy_aerial.py``: a new task and a new dataset), its YAML config, its Python session
-and its command lines are the code blocks of docs/extending.md, so the page and this test cannot drift apart.
+The walkthrough's modules (``toy_aerial.py``: a new loss, task and dataset; ``toy_extras.py``: a new output kind,
+loss, architecture and backbone adapter), their YAML configs, Python sessions and command lines are the code
+blocks of docs/extending.md, so the page and this test cannot drift apart. The command lines run the real CLI
+(``tsn --plugin ... train``), so each registry is shown to work from a plugin.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-import tsn.datasets
+import tsn.models
 import tsn.tasks
 from tsn.cli import main
-from tsn.datasets import DatasetSpec, register_dataset
+from tsn.dataset_catalog import DATASETS, DatasetSpec, register_dataset
 from tsn.errors import TsnError
-from tsn.kinds import BINARY, SCALAR
+from tsn.kinds import BINARY, KINDS, SCALAR, ScalarMap, register_kind
+from tsn.models import ModelConfig
+from tsn.models.architectures import ARCHITECTURES, register_architecture
+from tsn.models.backbone_adapters import BACKBONE_ADAPTERS, BackboneAdapter, register_backbone_adapter
 from tsn.plugins import load_plugins
-from tsn.tasks import TaskSpec, register_task
-from tsn.training.losses import LOSSES
+from tsn.tasks import TASKS, TaskSpec, register_task
+from tsn.training.losses import LOSSES, register_loss
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -39,17 +45,17 @@ def guide_blocks(label: str) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def registries_restored() -> Iterator[None]:
-    """Each test's registrations (tasks, datasets, losses, the plugin module) are undone afterwards, so the rest of
-    the suite sees the built-in registries only."""
-    saved = [(table, dict(table)) for table in (tsn.tasks.TASKS, tsn.tasks._ALIASES, tsn.datasets._REGISTRY,
-                                                 tsn.datasets._ALIASES, LOSSES)]
+    """Each test's registrations (tasks, datasets, kinds, losses, architectures, backbone adapters, the plugin
+    modules) are undone afterwards, so the rest of the suite sees the built-in registries only."""
+    saved = [(table, dict(table)) for table in (TASKS, TASKS.aliases, DATASETS, DATASETS.aliases, KINDS, LOSSES,
+                                                 ARCHITECTURES, BACKBONE_ADAPTERS)]
     modules, path = set(sys.modules), list(sys.path)
     yield
     for table, content in saved:
         table.clear()
         table.update(content)
     for name in set(sys.modules) - modules:
-        if name in ("toy_aerial", "broken_plugin", "twice", "installed_plugin"):
+        if name in ("toy_aerial", "toy_extras", "broken_plugin", "twice", "twice_loss", "installed_plugin"):
             del sys.modules[name]
     sys.path[:] = path
 
@@ -94,18 +100,66 @@ def test_the_guide_runs_as_written(
     assert (tmp_path / "toy_aerial.png").is_file()
 
 
+def test_the_kind_architecture_and_adapter_of_the_guide_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    for module in ("toy_aerial", "toy_extras"):
+        (tmp_path / f"{module}.py").write_text("\n\n".join(guide_blocks(f"{module}.py")))
+    (tmp_path / "toy_extras.yaml").write_text(guide_blocks("toy_extras.yaml")[0])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TSN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # The tiles and the tile of the guide's sections 3 and 4 (the test above writes them through its Python block);
+    # the plugin is imported once per process, so the command lines below find it loaded.
+    (toy_aerial,) = load_plugins(["./toy_aerial.py"], entry_points=False)
+    toy_aerial.make_toy_aerial("data", train=4, val=2)
+    Image.fromarray(np.load("data/toy_aerial/val/0.npz")["image"]).save("tile.png")
+
+    # Command line: the kind, the loss log_l1, the architecture and the adapter come from --plugin only.
+    assert "linear_probe" not in ARCHITECTURES and "aligned_mobilenetv3" not in BACKBONE_ADAPTERS
+    assert "log_l1" not in LOSSES and "positive_scalar" not in KINDS
+    for line in guide_blocks("extras-shell")[0].splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "tsn"
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    assert "log_l1" in LOSSES and "positive_scalar" in KINDS and "linear_probe" in ARCHITECTURES
+    predicted = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "probe-predictions").rglob("*.png"))
+    assert any("shadows" in name for name in predicted) and any("semseg" in name for name in predicted), predicted
+
+    # The kind, in Python.
+    kind_session: dict[str, object] = {}
+    exec(compile(guide_blocks("extras-kind")[0], "docs/extending.md", "exec"), kind_session)
+    prediction, loss = kind_session["prediction"], kind_session["loss"]
+    assert torch.equal(prediction, torch.exp(torch.tensor([[[[0.0, 1.0]]]])))  # type: ignore[arg-type]
+    assert float(loss) == 0.0 and tsn.tasks.get_task("roof_height").kind is KINDS["positive_scalar"]  # type: ignore[arg-type]
+
+    # The architecture and the adapter, in Python: the checkpoint names the one, the other applies by itself.
+    session: dict[str, object] = {}
+    exec(compile(guide_blocks("extras-python")[0], "docs/extending.md", "exec"), session)
+    model, maps = session["model"], session["maps"]
+    assert type(model).__name__ == "LinearProbe" and model.config.arch == "linear_probe"  # type: ignore[attr-defined]
+    assert model.input_multiple == (32, 32) and "heads.shadows.weight" in model.state_dict()  # type: ignore[attr-defined]
+    assert maps["semseg"].shape == (64, 64) and maps["shadows"].shape == (1, 64, 64)  # type: ignore[index]
+    unadapted = BACKBONE_ADAPTERS.unregister("aligned_mobilenetv3")
+    try:  # without the adapter, the same backbone takes any size: the multiple is the adapter's doing
+        assert tsn.models.build_model(model.config).input_multiple == (1, 1)  # type: ignore[attr-defined]
+    finally:
+        register_backbone_adapter(unadapted)
+
+
 def test_registrations_that_are_refused_in_one_line() -> None:
     height = TaskSpec(name="height", title="Height above ground", channels=1, kind=SCALAR, loss="depth_l1",
                       loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
                       label_interpolation="bilinear", prediction_interpolation="bilinear")
     register_task(height)
     cases = [
-        (lambda: register_task(height), "the name 'height' already means task 'height'"),
+        (lambda: register_task(height),
+         "task 'height' is already registered (Height above ground); choose another name"),
         (lambda: register_task(TaskSpec(**{**height.__dict__, "name": "mask", "kind": BINARY, "metric": "rmse"})),
          "output kind 'binary' has no metric 'rmse'"),
         (lambda: register_task(TaskSpec(**{**height.__dict__, "name": "Bad Name"})), "not a lower-case identifier"),
         (lambda: register_dataset(DatasetSpec(name="synthetic", title="x", tasks={"height": 1}, loader="m:C")),
-         "'synthetic' is already registered"),
+         "dataset 'synthetic' is already registered (tsn.data.synthetic:SyntheticScenes); choose another name"),
         (lambda: DatasetSpec(name="heights", title="x", tasks={"height": 0}, loader="m:C"),
          "channels of 'height' must be a positive integer"),
         (lambda: DatasetSpec(name="heights", title="x", tasks={"height": 1}, loader="no_colon"),
@@ -114,6 +168,24 @@ def test_registrations_that_are_refused_in_one_line() -> None:
          "unknown task 'elevation'"),
         (lambda: DatasetSpec(name="heights", title="x", tasks={"height": 1}, loader="nowhere:C").loader_class(),
          "cannot load its loader 'nowhere:C'"),
+        # losses, architectures, backbone adapters and kinds share one registry class: duplicates and bad entries
+        (lambda: register_loss("depth_l1", lambda raw, label, **_: raw.mean()),
+         "loss 'depth_l1' is already registered (tsn.training.losses.depth_l1); choose another name"),
+        (lambda: register_loss("soft dice", lambda raw, label, **_: raw.mean()), "must be a Python identifier"),
+        (lambda: register_architecture("tsn", print),
+         "architecture 'tsn' is already registered (tsn.models.tsn.TaskSwitchingNet); choose another name"),
+        (lambda: register_architecture("mine", "tsn"), "give a model class or a function of a ModelConfig"),
+        (lambda: register_architecture("mine", print, task_count=0), "task_count must be a positive integer"),
+        (lambda: ModelConfig(arch="transformer"),
+         "config model.arch: unknown architecture 'transformer'; known: "),
+        (lambda: register_backbone_adapter(BACKBONE_ADAPTERS["patch_grid"]),
+         "backbone adapter 'patch_grid' is already registered"),
+        (lambda: register_backbone_adapter(type("Everything", (BackboneAdapter,), {"name": "everything"})),
+         "backbone adapter Everything must define matches(encoder)"),
+        (lambda: register_backbone_adapter(print), "register_backbone_adapter takes a"),
+        (lambda: register_kind(ScalarMap()), "output kind 'scalar' is already registered (tsn.kinds.ScalarMap)"),
+        (lambda: LOSSES.lookup("dice"),
+         "unknown loss 'dice'; known: cross_entropy, balanced_bce"),
     ]
     for call, message in cases:
         with pytest.raises(TsnError, match=re.escape(message)) as error:
@@ -127,15 +199,21 @@ def test_plugins_that_cannot_be_loaded_stop_the_command_in_one_line(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "broken_plugin.py").write_text("raise ValueError('no\\nway')\n")
     (tmp_path / "twice.py").write_text(
-        "from tsn.datasets import DatasetSpec, register_dataset\n"
+        "from tsn.dataset_catalog import DatasetSpec, register_dataset\n"
         "register_dataset(DatasetSpec(name='synthetic', title='x', tasks={'depth': 1}, loader='m:C'))\n"
     )
+    (tmp_path / "twice_loss.py").write_text(
+        "import tsn\n\n@tsn.register_loss('depth_l1')\ndef mine(raw, label, *, ignore_index=255):\n"
+        "    return raw.mean()\n"
+    )
     for argv, message in [
+        (["--plugin", "./twice_loss.py", "train"], "plugin './twice_loss.py': loss 'depth_l1' is already registered "
+                                                   "(tsn.training.losses.depth_l1); choose another name"),
         (["--plugin", "no_such_plugin", "train"], "plugin 'no_such_plugin' cannot be imported: no module named"),
         (["--plugin", "missing.py", "train"], "plugin 'missing.py' does not exist"),
         (["--plugin=broken_plugin", "train"],
          "plugin 'broken_plugin' failed while it was imported: ValueError: no way"),
-        (["--plugin", "./twice.py", "train"], "plugin './twice.py': dataset name 'synthetic' is already registered"),
+        (["--plugin", "./twice.py", "train"], "plugin './twice.py': dataset 'synthetic' is already registered"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err

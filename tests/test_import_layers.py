@@ -1,6 +1,7 @@
-"""The package's rooms import only downwards: commands -> studies -> training -> evaluation -> inference ->
-models / data -> tasks / kinds / datasets -> metrics -> utils -> errors. A module may import its own room and any
-room below it. Metrics are pure array code below the tasks: an output kind owns its metric, never the reverse."""
+"""The package's rooms import only downwards: commands -> serving -> studies -> training -> evaluation ->
+inference -> hub -> models / data -> tasks / kinds / dataset_catalog -> metrics -> run_folder -> utils / precision
+-> errors. A module may import its own room and any room below it. Metrics are pure array code below the tasks:
+an output kind owns its metric, never the reverse."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tsn"
 # Rooms from the bottom up; rooms on one level do not import each other unless listed in ALLOWED_SIDEWAYS.
 LEVELS: list[set[str]] = [
     {"errors"},
-    {"utils"},
+    {"utils", "precision"},  # precision: the one mixed-precision policy (training, validation, inference, benchmark)
+    {"run_folder"},  # the run folder's layout: paths only (the loader and every command resolve runs with it)
     {"metrics"},
-    {"tasks", "kinds", "datasets"},
+    {"tasks", "kinds", "dataset_catalog"},
     {"models", "data"},
+    {"hub"},  # pretrained folders and the Hugging Face Hub: saves and loads models, reads run and evaluation files
     {"inference"},
     {"evaluation"},
     {"training"},
@@ -30,8 +33,8 @@ LEVELS: list[set[str]] = [
 ]
 ALLOWED_SIDEWAYS: set[tuple[str, str]] = {
     ("tasks", "kinds"),  # a task holds its output kind
-    ("datasets", "tasks"),  # a dataset lists its tasks
-    ("datasets", "kinds"),
+    ("dataset_catalog", "tasks"),  # a dataset lists its tasks
+    ("dataset_catalog", "kinds"),
 }
 
 

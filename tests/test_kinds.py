@@ -34,7 +34,7 @@ SIDES = st.integers(1, 9)
 @pytest.fixture
 def registries() -> Iterator[None]:
     """Registrations made by a test are undone after it (the registries are module-level dicts)."""
-    registries = (tsn.tasks.TASKS, tsn.tasks._ALIASES, tsn.kinds.KINDS)
+    registries = (TASKS, TASKS.aliases, tsn.kinds.KINDS)
     saved = [dict(registry) for registry in registries]
     yield
     for registry, before in zip(registries, saved, strict=True):
@@ -66,7 +66,7 @@ def test_every_task_holds_a_kind_and_keeps_its_file_name() -> None:
 
 def test_a_kind_name_is_turned_into_the_kind_and_an_unknown_one_is_refused() -> None:
     assert dataclasses.replace(get_task("depth"), kind="classes").kind is CLASSES
-    with pytest.raises(TsnError, match="unknown output kind 'heatmap'; known kinds: classes, binary"):
+    with pytest.raises(TsnError, match="unknown output kind 'heatmap'; known: classes, binary"):
         dataclasses.replace(get_task("depth"), kind="heatmap")
 
 
@@ -223,8 +223,6 @@ def test_a_user_kind_can_be_registered_and_named(registries) -> None:
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(name="semseg"), "the name 'semseg' already means task 'semseg'"),
-    (dict(aliases=("seg",)), "the name 'seg' already means task 'semseg'"),
     (dict(name="Roads"), "its name 'Roads' is not a lower-case identifier"),
     (dict(channels=0), "channels must be a positive integer, got 0"),
     (dict(metric="rmse"), "output kind 'binary' has no metric 'rmse' \\(it offers: mIoU, odsF\\)"),
@@ -234,11 +232,11 @@ def test_a_user_kind_can_be_registered_and_named(registries) -> None:
     (dict(flip_negate_channels=(1,)), "flip_negate_channels \\(1,\\) must lie in 0..0"),
     (dict(class_names=("a", "b")), "it has 2 class names for 1 channels"),
 ])
-def test_a_malformed_or_duplicate_task_is_refused_in_one_line(registries, changes, message) -> None:
+def test_a_malformed_task_is_refused_in_one_line(registries, changes, message) -> None:
     with pytest.raises(TsnError, match=message) as error:
         register_task(user_task(**changes))
     assert "\n" not in str(error.value) and str(error.value).startswith("cannot register task")
-    assert "roads" not in TASKS and "road" not in tsn.tasks._ALIASES
+    assert "roads" not in TASKS and "road" not in TASKS.aliases
 
 
 def test_register_task_takes_a_task_spec() -> None:

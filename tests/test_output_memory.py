@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import tsn.kinds
-from tsn.datasets import dataset_tasks
+from tsn.dataset_catalog import dataset_tasks
 from tsn.tasks import IGNORE_INDEX, TaskSpec, color_palette
 
 SPECS = {spec.output: spec for spec in dataset_tasks("synthetic")}

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tsn.studies.benchmark import (
+from tsn.studies.throughput import (
     cap_peaks,
     conv_peak_gflops,
     cpu_features,
@@ -15,7 +15,7 @@ from tsn.studies.benchmark import (
     measured_peaks,
     theoretical_peak,
 )
-from tsn.studies.benchmark import machine as benchmark_machine
+from tsn.studies.throughput import machine as benchmark_machine
 
 SAPPHIRE_RAPIDS = ["fma", "avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from tsn.errors import TsnError
 from tsn.utils.constants import IGNORE_INDEX
+from tsn.utils.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -465,7 +466,10 @@ class ScalarMap(OutputKind):
 
 CLASSES, BINARY, UNIT_VECTOR, SCALAR = ClassMap(), BinaryMap(), UnitVectorMap(), ScalarMap()
 
-KINDS: dict[str, OutputKind] = {kind.name: kind for kind in (CLASSES, BINARY, UNIT_VECTOR, SCALAR)}
+KINDS: Registry[OutputKind] = Registry(
+    "output kind", "register one with tsn.register_kind in a plugin: tsn --plugin MODULE",
+    normalize=lambda name: name.strip().lower(),
+)
 """Every output kind by name (the name used in checkpoints and ONNX metadata)."""
 
 
@@ -473,9 +477,7 @@ def get_kind(kind: str | OutputKind) -> OutputKind:
     """The output kind called ``kind`` (or ``kind`` itself when it already is one)."""
     if isinstance(kind, OutputKind):
         return kind
-    if isinstance(kind, str) and kind.strip().lower() in KINDS:
-        return KINDS[kind.strip().lower()]
-    raise TsnError(f"unknown output kind {kind!r}; known kinds: {', '.join(KINDS)} (or an OutputKind instance)")
+    return KINDS.lookup(kind)
 
 
 def register_kind(kind: OutputKind) -> OutputKind:
@@ -484,7 +486,8 @@ def register_kind(kind: OutputKind) -> OutputKind:
         raise TsnError(f"register_kind takes an instance of an OutputKind subclass, got {kind!r}")
     if not kind.name or not kind.name.isidentifier():
         raise TsnError(f"output kind {type(kind).__name__} needs a name that is a Python identifier, got {kind.name!r}")
-    if kind.name in KINDS:
-        raise TsnError(f"output kind {kind.name!r} is already registered; give the new kind another name")
-    KINDS[kind.name] = kind
-    return kind
+    return KINDS.register(kind.name, kind)
+
+
+for _builtin in (CLASSES, BINARY, UNIT_VECTOR, SCALAR):
+    register_kind(_builtin)

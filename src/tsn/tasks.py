@@ -33,6 +33,7 @@ from tsn.kinds import (
     get_kind,
 )
 from tsn.utils.constants import IGNORE_INDEX
+from tsn.utils.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -149,104 +150,105 @@ _VOC_CLASSES = (
 )
 _PART_CLASSES = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec(
-            name="semseg", title="Semantic segmentation", channels=21, kind=CLASSES,
-            loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="nearest",
-            class_names=_VOC_CLASSES, aliases=("seg", "segmentation", "semantic"),
-        ),
-        TaskSpec(
-            name="human_parts", title="Human parts", channels=7, kind=CLASSES,
-            loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="nearest",
-            class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"), empty_label_ignored=True,
-            # The reference parts evaluator skips images whose label is all background or all ignored.
-            metric_options={"skip_uniform_labels": True},
-        ),
-        TaskSpec(
-            name="edges", title="Edge detection", channels=1, kind=BINARY,
-            loss="balanced_bce", loss_weight=50.0, loss_options={"pos_weight": 0.95},
-            metric="odsF", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("edge", "boundaries"),
-        ),
-        TaskSpec(
-            name="normals", title="Surface normals", channels=3, kind=UNIT_VECTOR,
-            loss="normals_l1", loss_weight=10.0, metric="mErr", higher_is_better=False, table_scale=1.0,
-            label_interpolation="bicubic", prediction_interpolation="bilinear",
-            flip_negate_channels=(0,), aliases=("normal", "surface_normals"),
-        ),
-        TaskSpec(
-            name="saliency", title="Saliency", channels=1, kind=BINARY,
-            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("sal",),
-        ),
-        TaskSpec(
-            name="depth", title="Depth", channels=1, kind=SCALAR,
-            loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
-            label_interpolation="bilinear", prediction_interpolation="bilinear",
-        ),
-        # The synthetic scenes' extra tasks (dataset synthetic_full, tsn.data.synthetic_render.EXTRA_LABELS).
-        # Weights bring each loss near the scale of the others at initialisation: maps in [0, 1] x10 (as normals),
-        # pixel distances x1 (as depth in metres), batch-balanced binary maps x5 (as saliency).
-        TaskSpec(
-            name="albedo", title="Albedo (luminance)", channels=1, kind=SCALAR,
-            loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
-            label_interpolation="bilinear", prediction_interpolation="bilinear", aliases=("reflectance",),
-        ),
-        TaskSpec(
-            name="shading", title="Shading", channels=1, kind=SCALAR,
-            loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
-            label_interpolation="bilinear", prediction_interpolation="bilinear",
-        ),
-        TaskSpec(
-            name="unlit", title="Unlit (no direct light)", channels=1, kind=BINARY,
-            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="bilinear",
-        ),
-        TaskSpec(
-            name="material", title="Material", channels=5, kind=CLASSES,
-            loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="nearest",
-            class_names=("sky", "plain", "stripes", "checks", "noise"), aliases=("materials",),
-        ),
-        TaskSpec(
-            name="contours", title="Instance contours", channels=1, kind=BINARY,
-            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("instance_contours",),
-        ),
-        TaskSpec(
-            name="occlusion", title="Occlusion boundaries", channels=1, kind=BINARY,
-            loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
-            label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("occlusion_boundaries",),
-        ),
-        TaskSpec(
-            name="boundary_distance", title="Distance to the nearest boundary", channels=1, kind=SCALAR,
-            loss="scalar_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
-            label_interpolation="bilinear", prediction_interpolation="bilinear",
-            # A distance is at least 1 pixel; 255 px is a real distance in scenes of 256 px or more.
-            ignore_index=-1,
-        ),
-    )
-}
-"""Every known task by canonical name, with PASCAL-Context's channel counts."""
+
+def _task_key(name: str) -> str:
+    """How a typed task name is matched: ``" Seg"`` means ``seg``."""
+    return name.strip().lower()
+
+
+TASKS: Registry[TaskSpec] = Registry(
+    "task", "register one with tsn.register_task in a plugin: tsn --plugin MODULE", normalize=_task_key
+)
+"""Every known task by canonical name, with PASCAL-Context's channel counts; ``TASKS.aliases`` maps each alias
+(``seg``, ``parts``...) to its task."""
+
+_BUILTIN_TASKS = (
+    TaskSpec(
+        name="semseg", title="Semantic segmentation", channels=21, kind=CLASSES,
+        loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="nearest",
+        class_names=_VOC_CLASSES, aliases=("seg", "segmentation", "semantic"),
+    ),
+    TaskSpec(
+        name="human_parts", title="Human parts", channels=7, kind=CLASSES,
+        loss="cross_entropy", loss_weight=2.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="nearest",
+        class_names=_PART_CLASSES, aliases=("parts", "human_parts_seg"), empty_label_ignored=True,
+        # The reference parts evaluator skips images whose label is all background or all ignored.
+        metric_options={"skip_uniform_labels": True},
+    ),
+    TaskSpec(
+        name="edges", title="Edge detection", channels=1, kind=BINARY,
+        loss="balanced_bce", loss_weight=50.0, loss_options={"pos_weight": 0.95},
+        metric="odsF", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("edge", "boundaries"),
+    ),
+    TaskSpec(
+        name="normals", title="Surface normals", channels=3, kind=UNIT_VECTOR,
+        loss="normals_l1", loss_weight=10.0, metric="mErr", higher_is_better=False, table_scale=1.0,
+        label_interpolation="bicubic", prediction_interpolation="bilinear",
+        flip_negate_channels=(0,), aliases=("normal", "surface_normals"),
+    ),
+    TaskSpec(
+        name="saliency", title="Saliency", channels=1, kind=BINARY,
+        loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("sal",),
+    ),
+    TaskSpec(
+        name="depth", title="Depth", channels=1, kind=SCALAR,
+        loss="depth_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+        label_interpolation="bilinear", prediction_interpolation="bilinear",
+    ),
+    # The synthetic scenes' extra tasks (dataset synthetic_full, tsn.data.synthetic_render.EXTRA_LABELS).
+    # Weights bring each loss near the scale of the others at initialisation: maps in [0, 1] x10 (as normals),
+    # pixel distances x1 (as depth in metres), batch-balanced binary maps x5 (as saliency).
+    TaskSpec(
+        name="albedo", title="Albedo (luminance)", channels=1, kind=SCALAR,
+        loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+        label_interpolation="bilinear", prediction_interpolation="bilinear", aliases=("reflectance",),
+    ),
+    TaskSpec(
+        name="shading", title="Shading", channels=1, kind=SCALAR,
+        loss="scalar_l1", loss_weight=10.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+        label_interpolation="bilinear", prediction_interpolation="bilinear",
+    ),
+    TaskSpec(
+        name="unlit", title="Unlit (no direct light)", channels=1, kind=BINARY,
+        loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="bilinear",
+    ),
+    TaskSpec(
+        name="material", title="Material", channels=5, kind=CLASSES,
+        loss="cross_entropy", loss_weight=1.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="nearest",
+        class_names=("sky", "plain", "stripes", "checks", "noise"), aliases=("materials",),
+    ),
+    TaskSpec(
+        name="contours", title="Instance contours", channels=1, kind=BINARY,
+        loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("instance_contours",),
+    ),
+    TaskSpec(
+        name="occlusion", title="Occlusion boundaries", channels=1, kind=BINARY,
+        loss="balanced_bce", loss_weight=5.0, metric="mIoU", higher_is_better=True, table_scale=100.0,
+        label_interpolation="nearest", prediction_interpolation="bilinear", aliases=("occlusion_boundaries",),
+    ),
+    TaskSpec(
+        name="boundary_distance", title="Distance to the nearest boundary", channels=1, kind=SCALAR,
+        loss="scalar_l1", loss_weight=1.0, metric="rmse", higher_is_better=False, table_scale=1.0,
+        label_interpolation="bilinear", prediction_interpolation="bilinear",
+        # A distance is at least 1 pixel; 255 px is a real distance in scenes of 256 px or more.
+        ignore_index=-1,
+    ),
+)
 
 PAPER_TASK_ORDER: tuple[str, ...] = ("semseg", "human_parts", "edges", "normals", "saliency")
 """The authors' task order; position ``i`` owns block ``i`` of the task code."""
 
-_ALIASES = {alias: spec.name for spec in TASKS.values() for alias in (spec.name, *spec.aliases)}
-
 
 def get_task(name: str) -> TaskSpec:
     """The registered task called ``name`` (canonical name or alias such as ``seg``, ``parts``, ``sal``)."""
-    try:
-        return TASKS[_ALIASES[name.strip().lower()]]
-    except KeyError:
-        raise TsnError(
-            f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (a plugin's task needs `tsn --plugin MODULE`)"
-        ) from None
+    return TASKS.lookup(name)
 
 
 def _malformation(spec: TaskSpec) -> str | None:
@@ -286,14 +288,12 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     problem = _malformation(spec)
     if problem:
         raise TsnError(f"cannot register task {spec.name!r}: {problem}")
-    taken = [alias for alias in (spec.name, *spec.aliases) if alias.strip().lower() in _ALIASES]
-    if taken:
-        owner = _ALIASES[taken[0].strip().lower()]
-        raise TsnError(f"cannot register task {spec.name!r}: the name {taken[0]!r} already means task {owner!r}; "
-                       "choose another name")
-    TASKS[spec.name] = spec
-    _ALIASES.update({alias.strip().lower(): spec.name for alias in (spec.name, *spec.aliases)})
-    return spec
+    return TASKS.register(spec.name, spec, aliases=spec.aliases)
+
+
+for _spec in _BUILTIN_TASKS:
+    register_task(_spec)
+del _spec
 
 
 def resolve_tasks(names: Sequence[str], channels: Mapping[str, int] | None = None) -> tuple[TaskSpec, ...]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -154,6 +156,16 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     fetch(tmp_path, url, sha256=DIGEST)
     assert_complete(tmp_path)
     assert behaviour.requests[0]["Range"] == "bytes=333-"
+
+
+@pytest.mark.parametrize("name", ["PASCAL_MT.tgz.part", "PASCAL_MT.tgz"])
+def test_a_pipe_at_the_archive_or_its_partial_file_is_refused_before_any_request(server, tmp_path, name):
+    url, behaviour = server
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(TsnError, match=r"is a named pipe \(FIFO\), not a regular file") as error:
+        fetch(tmp_path, url)
+    assert "\n" not in str(error.value) and behaviour.requests == []
+    assert stat.S_ISFIFO(os.lstat(tmp_path / name).st_mode)
 
 
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):

@@ -15,9 +15,9 @@ from fixture_datasets import MTAN_LENGTHS, make_mtan_fixture
 from tsn.cli import main
 from tsn.data import build_dataset
 from tsn.data.mtan import Cityscapes, NYUv2
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.errors import TsnError
-from tsn.metrics.mtan import LibmtlDepthMetric, LibmtlNormalsMetric
+from tsn.metrics.libmtl import LibmtlDepthMetric, LibmtlNormalsMetric
 from tsn.metrics.segmentation import SegmentationMetric
 from tsn.tasks import IGNORE_INDEX
 from tsn.training import load_config, train
@@ -41,10 +41,12 @@ def test_nyuv2_samples_follow_the_shared_contract(mtan_root: Path) -> None:
     assert dataset.tasks[0].class_names[0] == "bed"
     sample = dataset[1]
     image, semseg, depth, normals = (sample[k] for k in ("image", "semseg", "depth", "normals"))
-    assert image.dtype == np.uint8 and image.shape == (*SIZE, 3)
-    assert image[0, 0].tolist() == [0, 128, 255]  # round(255 x) of (0, 0.5, 1)
+    assert image.dtype == np.float32 and image.shape == (*SIZE, 3)
+    assert image[0, 0].tolist() == [0, 127.5, 255]  # 255 x of (0, 0.5, 1): LibMTL's float image, not rounded
     raw = np.load(mtan_root / "nyuv2/val/image/1.npy")
-    assert np.abs(image.astype(np.float64) / 255.0 - raw).max() <= 0.5 / 255.0 + 1e-7
+    # ToTensor's / 255 gives LibMTL's float image back within one float32 rounding
+    back = torch.from_numpy(image).float() / 255.0
+    assert (back.numpy() - raw).__abs__().max() <= np.spacing(np.float32(1.0)) / 2
     assert semseg.shape == SIZE and (semseg[0] == IGNORE_INDEX).all()  # MTAN's -1
     assert (semseg[1:, : SIZE[1] // 2] == 1).all() and (semseg[1:, SIZE[1] // 2 :] == 1).all()
     assert depth.shape == SIZE and depth[0, 0] == 0 and depth[0, 1] == np.float32(1 + 1 / SIZE[1])
@@ -87,7 +89,7 @@ def test_libmtl_augmentation_scales_depth_and_flips_normals(mtan_root: Path) -> 
     for seed in range(12):
         torch.manual_seed(seed)
         sample = build_dataset("nyuv2_13", "train", root=mtan_root, augment=True)[0]
-        assert sample["image"].dtype == np.uint8 and sample["image"].shape == (*SIZE, 3)
+        assert sample["image"].dtype == np.float32 and sample["image"].shape == (*SIZE, 3)
         assert set(np.unique(sample["semseg"]).tolist()) <= {0.0, 1.0, float(IGNORE_INDEX)}
         # nearest depth divided by the scale: every value is an original one over 1, 1.2 or 1.5
         found = [s for s in (1.0, 1.2, 1.5) if all(any(math.isclose(v * s, d, rel_tol=1e-6, abs_tol=1e-9)
@@ -101,7 +103,11 @@ def test_libmtl_augmentation_scales_depth_and_flips_normals(mtan_root: Path) -> 
 
 # ----------------------------------------------------------------------------------------------------- metrics
 def test_libmtl_depth_metric_pools_valid_pixels() -> None:
-    metric = LibmtlDepthMetric(ignore_index=IGNORE_INDEX)
+    exact = LibmtlDepthMetric(ignore_index=IGNORE_INDEX)
+    exact.update(np.array([[3.0]]), np.array([[IGNORE_INDEX]]))  # a batch without a valid pixel: NaN, as LibMTL
+    exact.update(np.array([[5.0]]), np.array([[4.0]]))
+    assert math.isnan(exact.compute()["abs_err"]) and exact.compute()["empty_batches"] == 1
+    metric = LibmtlDepthMetric(ignore_index=IGNORE_INDEX, exact=False)  # the NaN-free variant skips it
     metric.update(np.array([[1.0, 2.0], [4.0, 9.0]]), np.array([[2.0, 2.0], [0.0, 3.0]]))  # (1,0) has no depth
     metric.update(np.array([[3.0]]), np.array([[IGNORE_INDEX]]))  # an image without a valid pixel
     metric.update(np.array([[5.0]]), np.array([[4.0]]))
@@ -113,7 +119,7 @@ def test_libmtl_depth_metric_pools_valid_pixels() -> None:
 
 
 def test_libmtl_normals_metric_angles() -> None:
-    metric = LibmtlNormalsMetric(ignore_index=IGNORE_INDEX)
+    metric = LibmtlNormalsMetric(ignore_index=IGNORE_INDEX, exact=False)
     label = np.zeros((3, 1, 4))
     label[:, 0, 0] = (0, 0, 1)
     label[:, 0, 1] = (0, 0, 1)
@@ -128,7 +134,7 @@ def test_libmtl_normals_metric_angles() -> None:
     assert result["mean"] == result["mErr"] == pytest.approx(45.0, abs=1e-12)
     assert result["median"] == pytest.approx(45.0, abs=1e-12) and result["n_pixels"] == 3
     assert result["within_11.25"] == pytest.approx(100 / 3) and result["within_30"] == pytest.approx(100 / 3)
-    assert result["protocol"] == "libmtl"
+    assert result["protocol"] == "libmtl-nan-free"
 
 
 def test_segmentation_metric_is_libmtls_confusion_matrix() -> None:
@@ -165,6 +171,6 @@ def test_the_nyuv2_preset_trains_and_evaluate_reports_libmtl_metrics(
     assert tasks["normals"]["protocol"] == "libmtl"
     assert {"mean", "median", "within_11.25", "within_22.5", "within_30"} <= set(tasks["normals"])
     assert tasks["depth"]["n_pixels"] == MTAN_LENGTHS["val"] * (SIZE[0] * SIZE[1] - 1)
-    assert "as floats (LibMTL)" in record["protocols"]["scoring"]
+    assert "as floats" in record["protocols"]["scoring"] and record["protocol"]["name"] == "libmtl"
     markdown = out.with_suffix(".md").read_text()
     assert "Reported metrics:" in markdown and "abs_err" in markdown and "within_22.5" in markdown

@@ -34,7 +34,7 @@ from tsn.data.synthetic_render import (
 )
 from tsn.data.synthetic_scene import PATTERNS, Scene, _bounding_spheres, sample_scene
 from tsn.data.transforms import RandomHorizontalFlip
-from tsn.datasets import dataset_tasks, get_dataset
+from tsn.dataset_catalog import dataset_tasks, get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import get_task
 from tsn.training.losses import task_loss

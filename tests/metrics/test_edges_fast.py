@@ -1,6 +1,6 @@
 """The fast edge-count path (per-component matching, stamp-deduplicated thinning) against the path it replaced.
 
-``counts._edge_counts_reference`` is the first implementation (one LAPJVsp call on the whole pair graph per
+``edge_oracles.edge_counts_reference`` is the first implementation (one LAPJVsp call on the whole pair graph per
 threshold and ground truth, ``np.unique`` thinning); every count of the fast path must equal it exactly, including
 ties (quantised maps, equidistant pixels, duplicated annotators), empty maps and several ground truths.
 """
@@ -16,9 +16,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage.morphology import thin
 
+import edge_oracles
 from tsn.metrics.edges import (
     bsds_thresholds,
-    counts,
     edge_counts,
     get_protocol,
     load_bsds_ground_truth,
@@ -38,7 +38,8 @@ FEW_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
 
 
 def _assert_same_counts(pred, gt, protocol) -> None:
-    np.testing.assert_array_equal(edge_counts(pred, gt, protocol), counts._edge_counts_reference(pred, gt, protocol))
+    expected = edge_oracles.edge_counts_reference(pred, gt, protocol)
+    np.testing.assert_array_equal(edge_counts(pred, gt, protocol), expected)
 
 
 def _label_map(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -123,7 +124,7 @@ def test_thin_edges_equals_reference_and_skimage_on_dense_thresholds() -> None:
     for threshold in np.quantile(soft, [0.05, 0.3, 0.6, 0.9]):
         mask = soft >= threshold
         np.testing.assert_array_equal(thinning.thin_edges(mask), thin(mask))
-        np.testing.assert_array_equal(thinning._thin_edges_reference(mask), thin(mask))
+        np.testing.assert_array_equal(edge_oracles.thin_edges_reference(mask), thin(mask))
 
 
 @pytest.mark.skipif(not BSDS_SAMPLE.is_dir(), reason="BSDS500 sample not found (../shared/benchmarks/bsds500_sample)")
@@ -156,7 +157,7 @@ def test_one_annotator_count_is_not_always_the_maximum_matching(length: int, exp
     pairs, so the fast path may use it only where its bound proves the sizes equal, and must agree here."""
     pred, gt, max_dist = _shifted_line(length)
     protocol = get_protocol("mtl-survey", thresholds=(0.5,), max_dist=max_dist, thin_prediction=False)
-    reference = counts._edge_counts_reference(pred.astype(float), gt, protocol)
+    reference = edge_oracles.edge_counts_reference(pred.astype(float), gt, protocol)
     assert reference[0, 0] == expected
     np.testing.assert_array_equal(edge_counts(pred.astype(float), gt, protocol), reference)
 

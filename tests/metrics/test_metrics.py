@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tsn.metrics as metrics
-from tsn.datasets import dataset_tasks, get_dataset
+from tsn.dataset_catalog import dataset_tasks, get_dataset
 from tsn.errors import TsnError
 from tsn.metrics import (
     METRIC_OPTIONS,

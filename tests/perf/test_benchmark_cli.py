@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tsn.cli import main
-from tsn.studies.benchmark import GOALS, INFERENCE_CONFIGS, TRAINING_CONFIGS, count_gflop
+from tsn.studies.throughput import GOALS, INFERENCE_CONFIGS, TRAINING_CONFIGS, count_gflop
 
 
 def test_flop_count_of_the_paper_model_matches_the_reference() -> None:

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from error_model import assert_close_float64
 from tsn.models import create_model
-from tsn.studies.benchmark import flop_split
+from tsn.studies.throughput import flop_split
 
 
 def test_the_lateral_half_of_a_fusion_conv_depends_on_the_task() -> None:

@@ -11,7 +11,6 @@ import torch
 from tsn.errors import TsnError
 from tsn.inference.speed import (
     SpeedOptions,
-    autocast,
     exact_options,
     fastest_options,
     optimize,
@@ -20,6 +19,7 @@ from tsn.inference.speed import (
 )
 from tsn.models import create_model
 from tsn.models.fused import FusedAdaINConvBlock
+from tsn.precision import autocast, native_bf16
 
 BF16_MAX_ABS_FRACTION = 0.05
 """Documented bfloat16 tolerance: largest output difference <= 5% of the largest output magnitude...
@@ -44,7 +44,7 @@ def test_options_parse_and_print() -> None:
 def test_fastest_cpu_options_use_bf16_only_where_native_and_compile_only_with_it() -> None:
     options = fastest_options("cpu")
     assert options.channels_last and options.fused
-    assert options.bf16 == options.compile == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert options.bf16 == options.compile == native_bf16("cpu")
     float32 = fastest_options("cpu", allow_bf16=False)
     assert not float32.bf16 and not float32.compile and float32.fused
 
@@ -93,7 +93,7 @@ def test_bf16_path_stays_within_the_documented_tolerance() -> None:
         reference = model(image)
     options = SpeedOptions(channels_last=True, fused=True, bf16=True)
     model = optimize(model, options)
-    with torch.inference_mode(), autocast(options, "cpu"):
+    with torch.inference_mode(), autocast("cpu", options.precision):
         fast = model(prepare(image, options))
     for task, ref in reference.items():
         out, spec = fast[task].float(), model.task_specs[task]

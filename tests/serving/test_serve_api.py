@@ -155,8 +155,9 @@ def test_slider_frames_start_and_end_at_the_tasks_own_outputs(client: TestClient
     # The mixtures {start: 1, end: 0} and {start: 0, end: 1} are the tasks' own codes: the same raw output as
     # the all-task forward pass, up to float32 rounding.
     showcase = Showcase(model, size=SIZE)
-    raw = showcase._decode_mixtures(image, [{"semseg": 1.0, "normals": 0.0}, {"semseg": 0.0, "normals": 1.0}])
-    batch = showcase._transform({"image": image})["image"][None]
+    item = showcase.pipeline.prepare(image)
+    raw = showcase._decode_mixtures(item.tensor, [{"semseg": 1.0, "normals": 0.0}, {"semseg": 0.0, "normals": 1.0}])
+    batch = item.tensor[None]
     with torch.inference_mode():
         direct = model(batch, ["semseg", "normals"])
     for index, task in enumerate(("semseg", "normals")):

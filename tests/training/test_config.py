@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import PAPER_TASK_ORDER
 from tsn.training import TrainConfig, config_from_dict, list_presets, load_config

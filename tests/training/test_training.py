@@ -151,10 +151,10 @@ def test_run_directory_problems_are_reported_before_training(tmp_path: Path, mon
         train(tiny(), tmp_path / "a-file" / "run", progress=False)
     with pytest.raises(TsnError, match=r"no checkpoints/last\.pt to resume from"):
         train(tiny(), tmp_path / "empty", resume=True, progress=False)
-    from tsn.training import checkpointing
+    from tsn.training import resume as resume_module
 
-    real = checkpointing.shutil.disk_usage
-    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))
+    real = resume_module.shutil.disk_usage
+    monkeypatch.setattr(resume_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))
     with pytest.raises(TsnError, match="MiB free on the disk"):
         train(tiny(), tmp_path / "full-disk", progress=False)
     monkeypatch.undo()

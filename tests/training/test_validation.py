@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from error_model import assert_close_float32
-from tsn.datasets import dataset_tasks
+from tsn.dataset_catalog import dataset_tasks
 from tsn.errors import TsnError
-from tsn.training.trainer import criterion
-from tsn.training.validation import ConstantPredictor, fit_constant_predictor, resolve_amp, validate
+from tsn.precision import autocast, check_precision, native_bf16, resolve_precision
+from tsn.training.criterion import criterion
+from tsn.training.validation import ConstantPredictor, fit_constant_predictor, validate
 
 SPECS = {spec.name: spec for spec in dataset_tasks("synthetic", ["semseg", "saliency", "normals", "depth"])}
 WEIGHTS = {"semseg": 1.0, "saliency": 5.0, "normals": 10.0, "depth": 1.0}
@@ -54,8 +55,9 @@ def test_validate_scores_a_constant_predictor_as_computed_by_hand() -> None:
         "normals": torch.tensor([0.0, 0.0, 1.0]),
         "depth": torch.tensor([2.0]),
     })
+    # InvPT's protocol scores the float predictions (no 8-bit normals), so the angles are exactly 0 and 90 degrees.
     result = validate(trivial, [batch()], SPECS, WEIGHTS, metric_tasks=["semseg", "normals", "depth"],
-                      metric_options={"depth_protocol": "pooled"})
+                      metric_options={"depth_protocol": "pooled"}, protocol="invpt")
     assert result.n_images == 1
     # semseg: IoU 3/4 for class 0 and 0 for the six others (absent classes count, as the reference does)
     assert result.metrics["semseg"]["mIoU"] == pytest.approx(0.75 / 7)
@@ -83,7 +85,16 @@ def test_the_best_criterion() -> None:
         criterion("average_drop", SPECS, {"semseg": 0.5}, list(SPECS))
 
 
-def test_amp_auto_resolves_to_a_concrete_precision() -> None:
+def test_the_precision_policy_resolves_auto_refuses_what_the_device_cannot_run_and_autocasts() -> None:
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) in {"bf16", "none"}
-    assert resolve_amp("fp16", cpu) == "fp16" and resolve_amp("none", cpu) == "none"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "none")
+    assert resolve_precision("fp16", cpu) == "fp16" and resolve_precision("none", "cpu") == "none"
+    with pytest.raises(TsnError, match="fp16 needs a CUDA GPU"):
+        check_precision("fp16", cpu)
+    with pytest.raises(TsnError, match="not one of none, bf16, fp16, auto"):
+        resolve_precision("fp8", cpu)
+    layer, x = torch.nn.Linear(4, 4), torch.ones(2, 4)
+    with autocast(cpu, "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast("cpu", "none"):
+        assert layer(x).dtype == torch.float32

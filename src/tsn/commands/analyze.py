@@ -27,31 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     parser.add_argument("--path", nargs=2, metavar=("START", "END"),
                         help="draw the outputs along the path between these two tasks of the model")
-    parser.add_argument("--steps", type=int, default=7, help="points on the path, both ends included (default 7)")
+    parser.add_argument("--steps", type=int, default=7,
+                        help="points on the path, both ends included (default 7; 2 to 33)")
     parser.add_argument("--image", default="0", metavar="IMG_OR_INDEX",
                         help="image of the path: an image file, or the index of a synthetic test scene (default 0)")
     parser.add_argument("--size", type=int, default=64,
-                        help="side of a synthetic scene given by index, in pixels (default 64)")
+                        help="side of a synthetic scene given by index, in pixels (default 64; from the model's "
+                        "minimum input side, e.g. 64 for ResNets, to 2048)")
     parser.add_argument("--space", choices=_PATH_SPACES, default="code",
                         help="the path is straight between the task codes (mixtures, default) or the embeddings")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.models.checkpoint import load_model
-    from tsn.studies.analysis import analyze_tsn, path_image, task_path, write_analysis, write_task_path
+    from tsn.studies.analysis import run_analysis
     from tsn.utils.checks import ensure_writable_dir
 
     ensure_writable_dir(args.output, "-o/--output", create=False)  # created when the results are written
-    model = load_model(args.checkpoint)
-    analysis = analyze_tsn(model)
-    # The path is computed before anything is written, so that a bad --path, --steps or --image writes nothing.
-    walk = None
-    if args.path:
-        start, end = args.path
-        walk = task_path(model, path_image(args.image, args.size), start, end, args.steps, args.space)
-    paths = write_analysis(analysis, args.output, checkpoint=str(args.checkpoint))
-    if walk is not None:
-        paths.append(write_task_path(walk, args.output, model))
+    analysis, paths = run_analysis(args.checkpoint, args.output, path=tuple(args.path) if args.path else None,
+                                   steps=args.steps, image=args.image, size=args.size, space=args.space)
     first, second, cosine = analysis.most_similar_pair()
     print(
         f"{len(analysis.tasks)} tasks, {len(analysis.layers)} AdaIN layers; most similar embeddings: "

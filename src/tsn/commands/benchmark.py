@@ -1,4 +1,4 @@
-"""``tsn benchmark``: all-task inference and training speed, side by side (see :mod:`tsn.studies.benchmark`)."""
+"""``tsn benchmark``: all-task inference and training speed, side by side (see :mod:`tsn.studies.throughput`)."""
 
 from __future__ import annotations
 
@@ -45,24 +45,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Counts and sizes: refused in one line before anything is built or timed."""
-    from tsn.evaluation.evaluate import MIN_INPUT_SIZE
-
     counts = (("--repeats", args.repeats), ("--train-batch", args.train_batch), ("--threads", args.threads))
     for option, value in counts:
         if value is not None:
             require_int(option, value, minimum=1)
     train_sizes = () if args.train_size is None else (args.train_size,)
-    for option, sides in (("--sizes", args.sizes or ()), ("--train-size", train_sizes)):
-        for side in sides:
-            if side < MIN_INPUT_SIZE:
-                raise TsnError(f"{option}: {side} px is too small; the encoder's stride-32 features need sides of at "
-                               f"least {MIN_INPUT_SIZE} px")
+    checks = [(option, side) for option, sides in (("--sizes", args.sizes or ()), ("--train-size", train_sizes))
+              for side in sides]
+    if checks:  # every command's size rule (tsn.inference.input_size), for the benchmarked model
+        from tsn.inference.input_size import check_input_size
+        from tsn.models.registry import create_model
+        from tsn.studies.throughput.settings import BenchmarkSettings
+
+        options = {"pretrained": False, **({"backbone": args.backbone} if args.backbone else {})}
+        model = create_model(BenchmarkSettings.preset, **options)
+        for option, side in checks:
+            check_input_size(model, side, option)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tsn.studies.benchmark import BenchmarkSettings, default_output, run_benchmark
+    from tsn.studies.throughput import BenchmarkSettings, default_output, run_benchmark
 
     _check_numbers(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

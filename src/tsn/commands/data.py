@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tsn.datasets import get_dataset, list_datasets
-from tsn.utils.checks import ensure_writable_file, require_int
+from tsn.dataset_catalog import get_dataset, list_datasets
+from tsn.utils.checks import ensure_writable_file, escaped, require_int
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
@@ -42,7 +42,7 @@ def _show(args: argparse.Namespace) -> int:
     output = ensure_writable_file(args.output or Path(f"{dataset_name}-{args.split}.png"), "-o/--output",
                                   create_parent=False)
     drawn = write_sample_grid(dataset_name, output, split=args.split, n=args.n, size=args.size, root=args.data_root)
-    print(f"wrote {output} ({drawn} samples of {dataset_name} {args.split})")
+    print(f"wrote {escaped(output)} ({drawn} samples of {dataset_name} {args.split})")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tsn.datasets import downloadable_datasets
+from tsn.dataset_catalog import downloadable_datasets
 from tsn.errors import TsnError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]

@@ -23,15 +23,11 @@ TUNE_ALLOCATOR_HELP = (
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``512`` -> (512, 512); ``480x640`` -> (480, 640) as (H, W); each side at least 32 (the encoder's stride)."""
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write N or HxW, e.g. 512 or 480x640") from None
-    if len(size) not in (1, 2) or min(size) < 32:
-        raise argparse.ArgumentTypeError(f"{text!r}: write N or HxW with sides of at least 32, e.g. 512 or 480x640")
-    return (size[0], size[-1])
+    """``512`` -> (512, 512); ``480x640`` -> (480, 640) as (H, W): the syntax and the largest side of
+    :func:`tsn.inference.input_size.input_size`; the model's smallest side is checked once it is loaded."""
+    from tsn.inference.input_size import parse_size_text
+
+    return parse_size_text(text)
 
 
 def _positive(text: str) -> int:
@@ -50,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--size", type=parse_size, default=(512, 512), metavar="N|HxW",
-        help="network input size; images are resized to it and predictions back (default 512, the paper's)",
+        help="network input size; images are resized to it and predictions back (default 512, the paper's; at "
+        "least twice the encoder's largest stride, e.g. 64 for ResNets, and at most 2048)",
     )
     parser.add_argument(
         "--batch-size", type=_positive, default=1,
@@ -65,13 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="visual (default): palette PNGs, depth picture, panels; authors: exactly the reference's files "
         "(grey index PNGs, 255*sigmoid, RGB normals, depth .mat), ready for evaluation",
     )
+    parser.add_argument(
+        # tsn.inference.conventions.list_conventions(), spelled out so that building the parser imports no engine code
+        "--format", choices=("authors", "astmt", "invpt"), dest="convention",
+        help="write the authors' files (as --save-format authors, no panels) in a codebase's folder convention: "
+        "authors (tsn's task names), astmt (ASTMT / the MTL survey: sal/, edge/), invpt (the InvPT family's, "
+        "the same files); read back by tsn evaluate --predictions DIR --format X",
+    )
     parser.add_argument("--no-panels", action="store_true", help="do not draw the per-image overview panels")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--tune-allocator", action="store_true", help=TUNE_ALLOCATOR_HELP)
 
 
 def _check_inputs_and_output(args: argparse.Namespace) -> None:
-    """Before the model is loaded: worker count, at least one existing input, a writable output folder."""
+    """Before the model is loaded: worker count, at least one existing input, a writable output folder (that it
+    holds no input, :func:`tsn.inference.predict.predict_checkpoint` checks first)."""
     from pathlib import Path
 
     from tsn.errors import TsnError
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from tsn.errors import TsnError
     from tsn.inference.predict import Skipped, predict_checkpoint
     from tsn.inference.speed import exact_options, tune_glibc_allocator
+    from tsn.utils.checks import escaped
     from tsn.utils.device import resolve_device
 
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
@@ -115,15 +121,19 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         batch_size=args.batch_size,
         workers=args.workers,
-        save_format=args.save_format,
-        panels=args.save_format == "visual" and not args.no_panels,
+        save_format="authors" if args.convention else args.save_format,
+        panels=args.save_format == "visual" and not args.convention and not args.no_panels,
         progress=not args.no_progress,
         on_skip=report,
+        convention=args.convention or "authors",
     )
     if not summary.processed:
         raise TsnError(f"none of the {len(summary.skipped)} input(s) could be read as an image; nothing written")
+    for path, (height, width), (saved_h, saved_w) in summary.reduced:
+        tqdm.write(f"tsn predict: note: {escaped(path)} is {height}x{width}, over the pixel budget; its predictions "
+                   f"are {saved_h}x{saved_w}", file=sys.stderr)
     print(
         f"wrote {', '.join(summary.tasks)} predictions of {len(summary.processed)} image(s) to "
-        f"{args.output} ({args.save_format} format); skipped {len(summary.skipped)}"
+        f"{escaped(args.output)} ({args.convention or args.save_format} format); skipped {len(summary.skipped)}"
     )
     return 0

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tsn.utils.checks import escaped
+
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
 HELP = "reproduce the paper's table: single-task baselines, multi-head and TSN, trained, evaluated, compared"
 DESCRIPTION = (
     "Train every run of the paper's comparison on a dataset (one single-task network per task, the multi-head "
-    "baseline, the TSN; same encoder, recipe and budget), evaluate each with the reference protocol and write the "
-    "paper-style table (OUT/table.md, OUT/table.json). Finished runs in OUT are reused, interrupted ones resumed: "
-    "run the same command again after an interruption. See docs/reproduce.md."
+    "baseline, the TSN; same encoder, recipe and budget), once per seed, evaluate each with the reference protocol "
+    "and write the paper-style table over the seeds: every cell as mean +- 95 % interval, paired differences "
+    "(OUT/table.md, OUT/table.json, OUT/table.png). Finished runs and seeds in OUT are reused, interrupted ones "
+    "resumed: run the same command again after an interruption. See docs/reproduce.md."
 )
 
 
@@ -27,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full: the documented recipe (default); quick: a short pipeline check")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value of every run, repeatable (e.g. --set epochs=2)")
+    parser.add_argument("--seeds", type=int, default=3, metavar="N",
+                        help="train every run with seeds 0 .. N-1 (OUT/seed<k>/<run>) and report mean, sd and 95 %% "
+                        "intervals over them (default: 3); finished seeds are reused when N grows")
     parser.add_argument("--jobs", type=int,
                         help="runs trained at once (default: 1 on a GPU, one per core on a CPU, one thread each)")
     parser.add_argument("--workers", type=int,
@@ -35,20 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tsn.datasets import canonical_dataset_name
+    from tsn.dataset_catalog import canonical_dataset_name
     from tsn.studies.reproduce import reproduce, table_markdown
+    from tsn.studies.seeds import check_seeds
     from tsn.utils.checks import ensure_writable_dir, require_int
 
     if args.workers is not None:
         require_int("--workers", args.workers, minimum=0)
     if args.jobs is not None:
         require_int("--jobs", args.jobs, minimum=1)
+    check_seeds(args.seeds, args.overrides)
     dataset = canonical_dataset_name(args.dataset)
     out = args.out or Path(f"reproduce-{dataset}-{args.budget}")
     # Probed before any data is prepared or run trained; the folder itself is created by the first run.
     ensure_writable_dir(out, "--out", create=False)
     table = reproduce(dataset, out, data_root=args.data_root, budget=args.budget, overrides=args.overrides,
-                      jobs=args.jobs, workers=args.workers, progress=not args.quiet)
+                      seeds=args.seeds, jobs=args.jobs, workers=args.workers, progress=not args.quiet)
     print(table_markdown(table))
-    print(f"wrote {out / 'table.md'} and {out / 'table.json'}")
+    print(f"wrote {escaped(out / 'table.md')} and {escaped(out / 'table.json')}")
     return 0

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tsn.utils.checks import escaped
+
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
 HELP = "studies: how TSN, multi-head and single-task networks scale with the task count, and with fewer labels"
 DESCRIPTION = (
     "tasks: TSN, multi-head and single-task networks trained on the same per-task budget on the first T tasks of a "
     "fixed order (T = 2, 4, 8, 12), with parameters, training and all-task inference time, peak memory, every metric "
-    "and the average drop. labels: the average drop of a TSN as the labelled fraction of some tasks falls. Both "
-    "write a JSON, a markdown table and a figure into OUT, reuse finished runs and resume interrupted ones (run the "
-    "same command again); they share their runs when they share OUT. See docs/studies.md."
+    "and the average drop. labels: the average drop of a TSN as the labelled fraction of some tasks falls. Every "
+    "network is trained once per seed; every value is reported as mean +- 95 % interval over the seeds, with paired "
+    "comparisons and the validation curves behind the budget. Both write a JSON, a markdown table and figures into "
+    "OUT, reuse finished runs and seeds and resume interrupted ones (run the same command again); they share their "
+    "runs when they share OUT. See docs/studies.md."
 )
 
 
@@ -45,19 +49,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="recipe family of the runs (default: the dataset's, r10t_synthetic for the scenes)")
     parser.add_argument("--tasks", type=_tasks, default=(), metavar="A,B,...",
                         help="the fixed task order (default: the dataset's tasks); T tasks = the first T")
-    parser.add_argument("--budget", type=int, default=80, metavar="STEPS",
+    parser.add_argument("--budget", type=int, default=60, metavar="STEPS",
                         help="optimizer steps of every run, each training every task of the network on a batch "
-                        "(default: 80)")
+                        "(default: 60)")
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per step (default: 8)")
     parser.add_argument("--size", type=int, default=64, help="scene side in pixels, at least 64 (default: 64)")
-    parser.add_argument("--train-images", type=int, default=2000, help="training scenes (default: 2000)")
+    parser.add_argument("--train-images", type=int, default=96,
+                        help="training scenes; a validation after every pass over them (default: 96, so 5 "
+                        "validations at the default budget)")
     parser.add_argument("--test-images", type=int, default=100,
                         help="validation and scored test scenes (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
+    parser.add_argument("--seeds", type=int, default=3, metavar="N",
+                        help="train every network with seeds 0 .. N-1 and report mean, sd and 95 %% intervals over "
+                        "them (default: 3); finished seeds are reused when N grows")
     parser.add_argument("--measure-batch", type=int, default=16,
                         help="images per batch of the all-task inference measurement (default: 16)")
-    parser.add_argument("--measure-repeats", type=int, default=5,
-                        help="timed repeats of each measurement, the best is reported (default: 5)")
+    parser.add_argument("--measure-repeats", type=int, default=7,
+                        help="timed repeats of each measurement, median and range reported (default: 7)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value of every run, repeatable (tsn train --set syntax)")
     parser.add_argument("--jobs", type=int,
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     settings = StudySettings(
         dataset=args.dataset, family=args.family, tasks=args.tasks, counts=getattr(args, "counts", ()),
         steps=args.budget, batch_size=args.batch_size, size=args.size, train_images=args.train_images,
-        test_images=args.test_images, seed=args.seed, overrides=tuple(args.overrides),
+        test_images=args.test_images, seeds=args.seeds, overrides=tuple(args.overrides),
         measure_batch=args.measure_batch, measure_repeats=args.measure_repeats,
     )
     ensure_writable_dir(args.out, "--out", create=False)  # probed before any work; created by the first run
@@ -99,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if args.study == "tasks":
         record = run_tasks_study(settings, args.out, **common)
         print(tasks_markdown(record))
-        print(f"wrote {args.out / 'tasks.md'}, tasks.json and study_tasks.png")
+        print(f"wrote {escaped(args.out / 'tasks.md')}, tasks.json and study_tasks.png")
     else:
         record = run_labels_study(settings, args.out, count=args.count, partial=args.partial,
                                   fractions=args.fractions, **common)
         print(labels_markdown(record))
-        print(f"wrote {args.out / 'labels.md'}, labels.json and study_labels.png")
+        print(f"wrote {escaped(args.out / 'labels.md')}, labels.json and study_labels.png")
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tsn.errors import TsnError
+from tsn.utils.checks import escaped
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "check_run_dir", "label_fraction_overrides"]
 
@@ -13,7 +15,9 @@ DESCRIPTION = (
     "Train a TSN or a baseline from a config (a packaged preset such as tsn_r18_pascal, multihead_r18_pascal or "
     "single_r18_pascal.normals, or a YAML file) into a "
     "run directory holding the resolved config, a log, TensorBoard scalars and the last / best checkpoints. "
-    "Ctrl-C or SIGTERM saves and stops; --resume continues exactly where the run stopped. Several GPUs or nodes: "
+    "Ctrl-C or SIGTERM saves and stops; --resume continues exactly where the run stopped. A config's callbacks: "
+    "list adds your own code to the loop (a registered name with tsn --plugin FILE, or module:Class). Several GPUs "
+    "or nodes: "
     "torchrun --nproc_per_node=N -m tsn train ... See docs/training.md."
 )
 
@@ -34,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the packaged config presets and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or console log (log file only)")
+    parser.add_argument("--save-pretrained", metavar="DIR",
+                        help="when the run finishes, also write its best model as a shareable folder (safetensors, "
+                             "config.json, a model card with the recipe and validation; tsn push DIR ORG/NAME)")
 
 
 def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
@@ -41,14 +48,10 @@ def check_run_dir(out_dir: str, option: str, *, resume: bool) -> None:
 
     Nothing is created here (the trainer creates the folder), so a run refused later leaves nothing behind.
     """
-    from tsn.training.checkpointing import RunPaths
+    from tsn.training.resume import check_run_dir as check_run_folder
     from tsn.utils.checks import ensure_writable_dir
 
-    folder = ensure_writable_dir(out_dir, option, create=False)
-    holds_run = RunPaths(folder).last.is_file()
-    if not resume and holds_run:
-        raise TsnError(f"{option}: {folder} already holds a run (checkpoints/last.pt); resume it with "
-                       f"`tsn train --resume {folder}` or choose another {option}")
+    check_run_folder(ensure_writable_dir(out_dir, option, create=False), resume=resume)
 
 
 def label_fraction_overrides(items: list[str]) -> list[str]:
@@ -86,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     if not out_dir:
         raise TsnError("give --out RUN_DIR, the folder the run writes its config, log and checkpoints to")
     check_run_dir(out_dir, "--resume" if args.resume else "--out", resume=bool(args.resume))
+    if args.save_pretrained:
+        from pathlib import Path
+
+        from tsn.hub.folder import check_output
+
+        check_output(Path(args.save_pretrained).expanduser(), inputs=(Path(out_dir),))  # before training, not after
     result = train(config, out_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if args.save_pretrained and result.status == "finished" and os.environ.get("RANK", "0") == "0":  # torchrun: once
+        from tsn.hub import save_run_pretrained
+
+        print(f"wrote {escaped(save_run_pretrained(out_dir, args.save_pretrained))} (tsn push it to share the model)")
     # 130, as for Ctrl-C: a job script must not mistake a saved-but-unfinished run for a finished one.
     return 0 if result.status == "finished" else 130

@@ -1,13 +1,13 @@
 """Datasets and transforms.
 
-Every dataset of the registry (:mod:`tsn.datasets`: ``synthetic``, ``pascal_context``, ``nyud``, ``nyuv2_13``,
+Every dataset of the registry (:mod:`tsn.dataset_catalog`: ``synthetic``, ``pascal_context``, ``nyud``, ``nyuv2_13``,
 ``cityscapes_7`` and any registered by user code) returns the same sample dict::
 
     {"image": uint8 H x W x 3 RGB, <task>: float32 label, ..., "meta": {"id": str, "size": (H, W), "dataset": str}}
 
 (plus, for partially labelled data, ``"labelled": {task: bool}``: :mod:`tsn.data.partial`) and
 :func:`tsn.data.transforms.build_transforms` turns it into tensors. :func:`build_dataset` builds any of them
-by name (the class is the one its :class:`~tsn.datasets.DatasetSpec` names); :func:`collate` batches transformed
+by name (the class is the one its :class:`~tsn.dataset_catalog.DatasetSpec` names); :func:`collate` batches transformed
 samples (``meta`` stays a list of dicts).
 """
 
@@ -27,7 +27,7 @@ from tsn.data.partial import PartialLabels
 from tsn.data.pascal_context import PascalContext
 from tsn.data.readers import Transform
 from tsn.data.transforms import build_transforms
-from tsn.datasets import DatasetSpec, get_dataset
+from tsn.dataset_catalog import DatasetSpec, get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec
 
@@ -105,7 +105,7 @@ def build_dataset(
     transform: Transform | None = None,
     **kwargs: Any,
 ) -> Dataset:
-    """The dataset called ``name`` (a name or alias of the registry, :func:`tsn.datasets.list_datasets`).
+    """The dataset called ``name`` (a name or alias of the registry, :func:`tsn.dataset_catalog.list_datasets`).
 
     ``root`` is the data root of the real datasets (default ``$TSN_DATA_ROOT`` / ``~/.cache/tsn/data``); generated
     datasets (the synthetic scenes) ignore it (they are cached in the cache folder). ``kwargs`` go to the dataset

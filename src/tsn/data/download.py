@@ -36,8 +36,9 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from tsn.datasets import DatasetSpec, DownloadSource, downloadable_datasets, get_dataset
+from tsn.dataset_catalog import DatasetSpec, DownloadSource, downloadable_datasets, get_dataset
 from tsn.errors import TsnError
+from tsn.utils.checks import output_target
 from tsn.utils.io import atomic_write_text
 
 __all__ = [
@@ -143,6 +144,9 @@ def download_dataset(
     downloaded = not path.is_file()
     if downloaded:
         part = path.with_name(path.name + ".part")
+        # A device, pipe or folder at the archive or its partial file is refused, never written into or replaced.
+        output_target(path, "download into --root")
+        output_target(part, "download into --root")
         _fetch(url or source.url, part, progress=progress, timeout=timeout)
         digest = _verify(part, expected, delete_on_mismatch=True)
         os.replace(part, path)

@@ -22,6 +22,9 @@ JPEGs in the DCT domain (Pillow's draft mode: 1/2, 1/4 or 1/8 scale, never mater
 formats decoded once at their native depth and box-reduced before any conversion or copy. Smaller images are
 decoded exactly as they are, so the usual inputs give the same pixels as a plain decode.
 
+Sources: a path, the file's bytes (``bytes``, ``bytearray``, ``memoryview``) or a binary file object (read whole),
+so a server decodes an upload without writing it to disk; ``name`` is what one-line errors call the image.
+
 Decompression bombs: an image whose stored size exceeds ``max_pixels`` (default: the size at which Pillow itself
 refuses, ``2 * PIL.Image.MAX_IMAGE_PIXELS``, read at call time, so a program's own setting is honoured) is a
 one-line :class:`~tsn.errors.TsnError`, raised before any pixel is decoded. Pillow's global is never changed.
@@ -29,12 +32,13 @@ one-line :class:`~tsn.errors.TsnError`, raised before any pixel is decoded. Pill
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, Union
 
 import cv2
 import numpy as np
@@ -42,7 +46,10 @@ from PIL import Image, UnidentifiedImageError
 
 from tsn.errors import TsnError
 
-__all__ = ["DecodedImage", "decode_image", "read_rgb_image", "default_max_pixels", "REDUCE_MARGIN"]
+__all__ = ["ImageSource", "DecodedImage", "decode_image", "read_rgb_image", "default_max_pixels", "REDUCE_MARGIN"]
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+"""An encoded image: a path, the file's bytes, or a binary file object."""
 
 REDUCE_MARGIN = 2
 """A reduced decode keeps each side at least this many times the target side."""
@@ -71,54 +78,73 @@ def default_max_pixels() -> int | None:
 
 
 def read_rgb_image(
-    path: str | os.PathLike[str],
+    source: ImageSource,
     *,
     target_size: Sequence[int] | None = None,
     dtype: OutputDtype = "uint8",
     max_pixels: int | Literal["default"] | None = "default",
+    name: str | None = None,
 ) -> np.ndarray:
     """The pixels of :func:`decode_image` (``h x w x 3`` RGB, upright)."""
-    return decode_image(path, target_size=target_size, dtype=dtype, max_pixels=max_pixels).pixels
+    return decode_image(source, target_size=target_size, dtype=dtype, max_pixels=max_pixels, name=name).pixels
+
+
+def _open_source(source: ImageSource, name: str | None) -> tuple[Path | io.BytesIO, str]:
+    """What Pillow opens (a path, or the bytes in memory) and the name errors use."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return path, name or str(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), name or "the image bytes"
+    if callable(getattr(source, "read", None)):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TsnError(f"{name or 'the image file object'}: opened in text mode; open it with 'rb'")
+        return io.BytesIO(bytes(data)), name or str(getattr(source, "name", "") or "the image file object")
+    raise TsnError(f"cannot decode a {type(source).__name__} as an image; give a path, bytes or a binary file")
 
 
 def decode_image(
-    path: str | os.PathLike[str],
+    source: ImageSource,
     *,
     target_size: Sequence[int] | None = None,
     dtype: OutputDtype = "uint8",
     max_pixels: int | Literal["default"] | None = "default",
+    name: str | None = None,
 ) -> DecodedImage:
-    """Read an image file as upright RGB (see the module docstring for the conventions).
+    """Read an encoded image (a path, bytes or a binary file object) as upright RGB (see the module docstring).
 
     ``target_size = (H, W)``: the size the image will be resized to; much larger images are decoded reduced.
     ``dtype``: ``uint8`` (16-bit and float data rounded to 8 bits) or ``float32`` in 0..1 (full precision).
     A missing file, a file that is not an image, a corrupt or truncated one, an unsupported format or mode and an
-    image over ``max_pixels`` raise a one-line :class:`TsnError` naming the file.
+    image over ``max_pixels`` raise a one-line :class:`TsnError` naming the image (``name``, else the path).
     """
     if dtype not in ("uint8", "float32"):
         raise TsnError(f"image dtype must be uint8 or float32, got {dtype!r}")
-    path = Path(path)
+    opened, shown = _open_source(source, name)
     limit = default_max_pixels() if max_pixels == "default" else max_pixels
     try:
         with warnings.catch_warnings():
             # Our own limit below replaces Pillow's warning; its hard error is still caught and reported.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                decoded = _decode_opened(image, path, target_size, limit)
+            with Image.open(opened) as image:
+                decoded = _decode_opened(image, opened, shown, target_size, limit)
     except TsnError:
         raise
     except FileNotFoundError:
-        raise TsnError(f"{path}: no such file") from None
+        raise TsnError(f"{shown}: no such file") from None
     except IsADirectoryError:
-        raise TsnError(f"{path}: is a folder, not an image file") from None
+        raise TsnError(f"{shown}: is a folder, not an image file") from None
     except UnidentifiedImageError:
-        raise TsnError(f"{path}: not an image (unrecognised file format)") from None
+        raise TsnError(f"{shown}: not an image (unrecognised file format)") from None
     except Image.DecompressionBombError as error:
         raise TsnError(
-            f"{path}: {_one_line(error).rstrip('.')} (Pillow's decompression-bomb guard); shrink the image first"
+            f"{shown}: {_one_line(error).rstrip('.')} (Pillow's decompression-bomb guard); shrink the image first"
         ) from None
     except Exception as error:  # Pillow and OpenCV report damage as OSError, SyntaxError, ValueError, zlib.error...
-        raise TsnError(f"{path}: unreadable image ({_one_line(error)}); the file may be corrupt or truncated") from None
+        raise TsnError(
+            f"{shown}: unreadable image ({_one_line(error)}); the file may be corrupt or truncated"
+        ) from None
     pixels, size = decoded
     return DecodedImage(_to_dtype(pixels, dtype), size)
 
@@ -131,20 +157,20 @@ def _one_line(error: BaseException) -> str:
 
 
 def _decode_opened(
-    image: Image.Image, path: Path, target_size: Sequence[int] | None, limit: int | None
+    image: Image.Image, source: Path | io.BytesIO, shown: str, target_size: Sequence[int] | None, limit: int | None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(RGB pixels as uint8 or float32 in 0..1, upright, maybe reduced; upright full size)."""
     width, height = image.size
     if limit is not None and width * height > limit:
         raise TsnError(
-            f"{path}: {width} x {height} = {width * height:,} pixels is over the decompression-bomb limit of "
+            f"{shown}: {width} x {height} = {width * height:,} pixels is over the decompression-bomb limit of "
             f"{limit:,} pixels; shrink the image before using it"
         )
     deep = _is_deep_colour(image)  # before anything makes Pillow decode (and so forget how deep the data is)
     orientation = _orientation(image, may_decode=not deep)
     upright = (width, height) if orientation not in _TRANSPOSED_ORIENTATIONS else (height, width)
     needed = _needed_stored_size(target_size, orientation)
-    pixels = _read_deep_colour(path, needed) if deep else _read_with_pillow(image, needed)
+    pixels = _read_deep_colour(source, shown, needed) if deep else _read_with_pillow(image, needed)
     return _orient(pixels, orientation), (upright[1], upright[0])
 
 
@@ -190,13 +216,16 @@ def _is_deep_colour(image: Image.Image) -> bool:
     return any(";16" in str(tile.args) for tile in getattr(image, "tile", ()))
 
 
-def _read_deep_colour(path: Path, needed: tuple[int, int] | None) -> np.ndarray:
+def _read_deep_colour(source: Path | io.BytesIO, shown: str, needed: tuple[int, int] | None) -> np.ndarray:
     """A 16-bit colour image with OpenCV at its full depth -> float32 RGB in 0..1 (alpha composited)."""
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode: paths of any spelling, no separate existence race
+    if isinstance(source, Path):  # imdecode: paths of any spelling, no separate existence race
+        data = np.fromfile(source, dtype=np.uint8)
+    else:
+        data = np.frombuffer(source.getbuffer(), dtype=np.uint8)
     raw: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     del data
     if raw is None:
-        raise TsnError(f"{path}: unreadable 16-bit image; the file may be corrupt or truncated")
+        raise TsnError(f"{shown}: unreadable 16-bit image; the file may be corrupt or truncated")
     factor = _reduction((raw.shape[1], raw.shape[0]), needed)
     if factor > 1:  # box average over factor x factor blocks (INTER_AREA at an integer factor)
         raw = cv2.resize(raw, (raw.shape[1] // factor, raw.shape[0] // factor), interpolation=cv2.INTER_AREA)

@@ -7,8 +7,9 @@ Layout (both datasets; files numbered from 0 without gaps, the count taken from 
     <root>/<folder>/<split>/depth/<i>.npy    float32 H x W x 1, 0 = no measurement
     <root>/<folder>/<split>/normal/<i>.npy   float32 H x W x 3, unit vectors, all-zero = invalid (NYUv2 only)
 
-Samples follow the shared contract: the image becomes uint8 (``round(255 x)``, the loaders' and transforms'
-type), ``-1`` labels become the project's ignore index, depth and normals keep their zeros (the transforms mark
+Samples follow the shared contract, except that the image keeps LibMTL's float precision: float32 ``255 x``
+(not rounded to 8 bits; the transforms' ``ToTensor`` divides by 255 again, which returns ``x`` within one float32
+rounding), ``-1`` labels become the project's ignore index, depth and normals keep their zeros (the transforms mark
 them ignored). ``augment=True`` applies LibMTL's optional NYUv2 augmentation (off by default, as MTAN trained):
 a random scale crop with scale 1.0, 1.2 or 1.5 (image and normals bilinear with aligned corners, label and depth
 nearest, depth divided by the scale), then a horizontal flip with probability 0.5 that negates the normals' x.
@@ -30,7 +31,7 @@ from torch.utils.data import Dataset
 
 from tsn.data.paths import data_root
 from tsn.data.readers import Sample, Transform
-from tsn.datasets import DatasetSpec, get_dataset
+from tsn.dataset_catalog import DatasetSpec, get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import IGNORE_INDEX, TaskSpec, get_task
 
@@ -106,7 +107,8 @@ class MtanDataset(Dataset):
                                f"image is {image.shape[0]} x {image.shape[1]}; the dataset is corrupt")
         if self.augment:
             image, labels = _augment(image, labels)
-        sample: Sample = {"image": np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)}
+        # float32 255 x, not rounded to uint8: LibMTL feeds the float image to the network (docs/protocols.md).
+        sample: Sample = {"image": (np.asarray(image, dtype=np.float32) * np.float32(255.0)).astype(np.float32)}
         for spec in self.tasks:
             label = labels[spec.name]
             if spec.name in _CLASS_MAP_TASKS:

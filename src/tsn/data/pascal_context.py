@@ -42,6 +42,7 @@ from tsn.data.readers import (
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec
 from tsn.utils.io import atomic_write_text
+from tsn.utils.progress import progress_enabled
 
 __all__ = [
     "PascalContext",
@@ -276,7 +277,7 @@ class PascalContext(FolderDataset):
                 return lists
         lists = {}
         for image_id in tqdm(self.ids, desc=f"Listing PASCAL-Part persons ({cache.stem})", leave=False,
-                             disable=None):
+                             disable=None if progress_enabled() else True):
             lists[image_id] = object_classes(read_mat(self.path("human_parts", image_id), "anno"))
         atomic_write_text(cache, _person_list_json(self.ids, lists))
         return lists

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from tsn.data import build_dataset
 from tsn.data.transforms import build_transforms, denormalize_image
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.errors import TsnError
 from tsn.tasks import get_task
 from tsn.utils.io import atomic_write

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tsn.data.paths import data_root
-from tsn.datasets import dataset_tasks
+from tsn.dataset_catalog import dataset_tasks
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec
 
@@ -141,7 +141,7 @@ class FolderDataset(Dataset):
     """
 
     name: ClassVar[str]
-    """Name of the dataset in the registry :mod:`tsn.datasets` (also ``meta["dataset"]``)."""
+    """Name of the dataset in the registry :mod:`tsn.dataset_catalog` (also ``meta["dataset"]``)."""
     folder: ClassVar[str]
     """Folder name under the data root, e.g. ``PASCAL_MT``."""
     split_folder: ClassVar[str]

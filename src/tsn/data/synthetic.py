@@ -7,7 +7,7 @@ conventions:
 
 * ``semseg``: class ids of :data:`SEMSEG_CLASSES` (the back wall counts as background, like the sky);
 * ``human_parts``: ids of :data:`PART_CLASSES` on figure pixels, all 0 when no figure is visible;
-* ``edges``: 1 on one-pixel-thin instance boundaries (see :func:`~tsn.data.synthetic_render.instance_edges`);
+* ``edges``: 1 on one-pixel-thin instance boundaries (see :func:`~tsn.data.synthetic_labels.instance_edges`);
 * ``normals``: camera-space unit normals (x right, y up, z towards the camera), zero vector on the sky;
 * ``saliency``: 1 on object pixels (not ground, wall or sky);
 * ``depth``: metres along the optical axis, 0 on the sky.
@@ -23,7 +23,6 @@ cached compressed in ``cache_dir("synthetic")``; later runs load it in well unde
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import sys
@@ -40,9 +39,11 @@ from tqdm import tqdm
 from tsn.data.paths import cache_dir
 from tsn.data.synthetic_render import EXTRA_LABELS, Rendering, render
 from tsn.data.synthetic_scene import sample_scene
-from tsn.datasets import dataset_tasks
+from tsn.dataset_catalog import dataset_tasks
 from tsn.errors import TsnError
 from tsn.utils.io import atomic_write
+from tsn.utils.processes import process_pool
+from tsn.utils.progress import progress_enabled
 
 __all__ = [
     "SEMSEG_CLASSES",
@@ -144,9 +145,9 @@ def _render_split(seed: int, split: str, size: int, length: int, workers: int | 
     n_workers = _worker_count(workers, len(starts))
     parts: list[dict[str, np.ndarray]] = []
     with contextlib.ExitStack() as stack:
-        mapper = stack.enter_context(concurrent.futures.ProcessPoolExecutor(n_workers)).map if n_workers > 1 else map
+        mapper = stack.enter_context(process_pool(n_workers)).map if n_workers > 1 else map  # workers end with us
         progress = stack.enter_context(tqdm(total=length, desc=f"{dataset} {split} {size}px", unit="img",
-                                            delay=1.0, file=sys.stderr))
+                                            delay=1.0, file=sys.stderr, disable=not progress_enabled()))
         n = len(starts)
         for part in mapper(_render_range, [seed] * n, [split] * n, [size] * n, starts, stops, [dataset] * n):
             parts.append(part)

@@ -70,9 +70,6 @@ class Camera:
         c, s = math.cos(self.pitch), math.sin(self.pitch)
         return (1.0, 0.0, 0.0), (0.0, c, -s), (0.0, s, c)
 
-    def focal(self, size: int) -> float:
-        """Focal length in pixels for a ``size x size`` image."""
-        return 0.5 * size / math.tan(0.5 * self.fov)
 
 
 @dataclass(frozen=True)

@@ -1,52 +1,57 @@
-"""Reference-protocol evaluation: ``tsn evaluate`` and the scoring step of ``tsn reproduce``.
+"""Evaluation of a model under a named protocol: ``tsn evaluate --checkpoint`` and the scoring step of ``tsn
+reproduce``.
 
-The reference evaluators (ASTMT ``fblib/evaluation``, which TSNs uses; see ``docs/evaluate.md``) score saved
-predictions at each image's *original* size against the raw labels. This module does the same in one pass:
+The field's evaluators score predictions at each image's *original* size against the raw labels; how they get
+there, and what they score, is the protocol's (:mod:`tsn.evaluation.protocols`). In one pass:
 
 1. every image of the split is read without transforms, so its labels keep their original resolution;
-2. the image alone is resized to the network input (bicubic, ImageNet normalisation) and every task runs in one
-   call (the encoder once; a TSN batches its task passes);
-3. each prediction is postprocessed, resized back to the original size and turned into the array the authors save
-   (:func:`tsn.inference.predict.restore_predictions`, :meth:`TaskSpec.to_saved`); the metrics score exactly what
-   those files hold, read back as the reference evaluators read them (``png / 255``, ``2 * png / 255 - 1``), and
-   ``save_dir`` gets the files themselves (the authors' layout, for MATLAB seism or the reference scripts);
+2. the inference pipeline (:mod:`tsn.inference.pipeline`) brings the image to the network with the protocol's fit
+   on the dataset (a bicubic resize to the evaluation size; the image at its size padded to a multiple of 32; or,
+   as the InvPT family, centred in a fixed size) and every task runs in one call (the encoder once; a TSN batches
+   its task passes);
+3. each prediction is postprocessed and brought back to the original size (cropped and / or resized), and turned
+   into the array the authors save (:meth:`TaskSpec.to_saved`); the metrics score what those files hold, read
+   back as the reference evaluators read them, or the float predictions, as the protocol says; ``save_dir`` gets
+   the files themselves (:mod:`tsn.inference.conventions`);
 4. edges go to the seism-compatible benchmark (:mod:`tsn.metrics.edges`) against the dataset's edge-evaluation
-   ground truth (:func:`edge_ground_truth`), restricted to the protocol's image set where the dataset has that
-   list; the per-image matching (about a second per PASCAL image) runs on a process pool while the network goes on.
+   ground truth, restricted to the protocol's image set where the dataset has that list; the per-image matching
+   (about a second per PASCAL image) runs on a process pool while the network goes on
+   (:class:`tsn.evaluation.scoring.SplitScorer`).
 
-:func:`evaluate_checkpoint` returns a JSON-ready record (every metric, the protocols, the checkpoint and its
-config, the dataset, image counts, time); :mod:`tsn.evaluation.tables` adds per-task drops and the average drop
-against single-task scores (:func:`~tsn.evaluation.tables.compare_with_baseline`) and prints the paper-style
-table (:func:`~tsn.evaluation.tables.evaluation_markdown`).
+:func:`evaluate_checkpoint` returns a JSON-ready record (:func:`tsn.evaluation.records.evaluation_record`);
+:mod:`tsn.evaluation.tables` adds per-task drops and the average drop against single-task scores and prints the
+paper-style table. Predictions saved by another codebase are scored by
+:func:`tsn.evaluation.saved_predictions.evaluate_predictions`.
 """
+
 
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tsn.datasets import dataset_tasks, get_dataset
+from tsn.dataset_catalog import dataset_tasks, get_dataset
 from tsn.errors import TsnError
-from tsn.evaluation.tables import RESULT_FORMAT, table_value
+from tsn.evaluation.protocols import ScoringProtocol, default_protocol, get_protocol
+from tsn.evaluation.records import evaluation_record
+from tsn.evaluation.scoring import SplitScorer, edge_ground_truth, edge_image_set
+from tsn.inference.pipeline import PreparedImage, Preparer
 from tsn.inference.speed import SpeedOptions
 from tsn.models.base import DensePredictionModel
 from tsn.tasks import TaskSpec, get_task
+from tsn.utils.processes import data_loader
+from tsn.utils.progress import progress_enabled
 
 __all__ = [
     "DEFAULT_INPUT_SIZE",
-    "MIN_INPUT_SIZE",
     "resolve_eval_tasks",
     "edge_ground_truth",
     "edge_image_set",
@@ -56,12 +61,6 @@ __all__ = [
 
 DEFAULT_INPUT_SIZE = 512
 """The paper's network input side for the real datasets; synthetic scenes run at their own size."""
-
-MIN_INPUT_SIZE = 64
-"""Smallest network input: the encoder's stride-32 features must keep more than one pixel for instance norm."""
-
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
 
 # ------------------------------------------------------------------------------------------------------- tasks
 
@@ -100,93 +99,6 @@ def resolve_eval_tasks(
     return tuple(available[name] for name in names)
 
 
-def _is_boundary(spec: TaskSpec) -> bool:
-    """Tasks scored by the boundary benchmark: their ground truth is derived differently and matching is slow."""
-    return spec.metric == "odsF"
-
-
-# ------------------------------------------------------------------------------------------------------- edges
-
-
-def edge_ground_truth(dataset: Dataset, sample: Mapping[str, Any]) -> np.ndarray:
-    """The boundary map (bool ``H x W``) the edge benchmark scores ``sample`` against.
-
-    Datasets with an edge-evaluation source (``edge_eval_ground_truth``: PASCAL's ``LabelMap``, NYUD's edge PNG)
-    go through seism's ``thin(seg2bmap(.))``, never the training edge labels. The synthetic scenes' edge label
-    already is the exact one-pixel boundary map.
-    """
-    from tsn.metrics.edges import seism_ground_truth
-
-    read = getattr(dataset, "edge_eval_ground_truth", None)
-    if read is None:
-        return np.asarray(sample["edges"]) > 0.5
-    return seism_ground_truth(read(sample["meta"]["id"]))
-
-
-def edge_image_set(dataset: Dataset, image_set: str | None) -> tuple[frozenset[str] | None, str]:
-    """The ids of the edge protocol's image set within the evaluated split, or None for all its images.
-
-    The list is the dataset's split list of that name (e.g. PASCAL ``ImageSets/Context/test_new.txt``). Where the
-    dataset has no such list, or it shares no image with the split, every image is scored; the returned text
-    says which set was used.
-    """
-    from tsn.data.readers import FolderDataset, read_id_list
-
-    if image_set is None or not isinstance(dataset, FolderDataset):
-        return None, "all images of the split"
-    path = dataset.root / dataset.split_folder / f"{image_set}.txt"
-    if image_set in dataset.splits:
-        return None, f"{image_set} (the evaluated split)"
-    if not path.is_file():
-        return None, f"all images of the split (no {image_set} list at {path})"
-    ids = frozenset(read_id_list(path)).intersection(dataset.ids)
-    if not ids:
-        return None, f"all images of the split (none of {path} is in it)"
-    return ids, f"{image_set} ({path})"
-
-
-class _EdgeCounts:
-    """Per-image edge counts, computed inline (``workers <= 1``) or on a process pool.
-
-    At most a few images per worker wait in the pool, so memory stays bounded while the network runs ahead.
-    """
-
-    def __init__(self, protocol: Any, workers: int) -> None:
-        self.protocol = protocol
-        self.counts: dict[str, np.ndarray] = {}
-        self._pending: deque[tuple[str, Future[np.ndarray]]] = deque()
-        self._pool = ProcessPoolExecutor(workers) if workers > 1 else None
-        self._limit = 4 * workers
-
-    def add(self, image_id: str, pred: np.ndarray, truth: np.ndarray) -> None:
-        from tsn.metrics.edges import edge_counts
-
-        if self._pool is None:
-            self.counts[image_id] = edge_counts(pred, truth, self.protocol)
-            return
-        self._pending.append((image_id, self._pool.submit(edge_counts, pred, truth, self.protocol)))
-        while len(self._pending) > self._limit:
-            self._collect_oldest()
-
-    def _collect_oldest(self) -> None:
-        image_id, future = self._pending.popleft()
-        self.counts[image_id] = future.result()
-
-    def summary(self, ids: Sequence[str]) -> dict[str, Any]:
-        """Scores over ``ids`` (in that order; see :func:`tsn.metrics.edges.summarize_edge_counts`)."""
-        from tsn.metrics.edges import summarize_edge_counts
-
-        while self._pending:
-            self._collect_oldest()
-        if not ids:
-            raise TsnError("no image to score edges on; the split or the edge image set is empty")
-        return summarize_edge_counts(np.stack([self.counts[i] for i in ids]), self.protocol)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------------------------------------------- the loop
 
 
@@ -194,28 +106,44 @@ class _EdgeCounts:
 class _Item:
     labels: dict[str, Any]
     """The raw labels of the scored tasks and ``meta``."""
-    tensor: torch.Tensor
-    """The network input ``3 x h x w``."""
+    prepared: PreparedImage
+    """The image brought to the network by the pipeline (its fit: the protocol's)."""
     edge_truth: np.ndarray | None
 
 
 class _EvalInputs(Dataset):
-    """A raw dataset seen as (raw labels, network input, edge ground truth): the heavy reading runs in workers."""
+    """A raw dataset seen as (raw labels, prepared image, edge ground truth): the heavy reading runs in workers."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int], tasks: Sequence[str], edges: bool) -> None:
-        from tsn.data.transforms import build_transforms
-
-        self.dataset, self.tasks, self.edges = dataset, tuple(tasks), edges
-        self.transform = build_transforms("eval", size, tasks=(), seed=0)  # the image only
+    def __init__(self, dataset: Dataset, preparer: Preparer, tasks: Sequence[str], edges: bool) -> None:
+        self.dataset, self.preparer, self.tasks, self.edges = dataset, preparer, tuple(tasks), edges
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> _Item:
+    def __getitem__(self, index: int) -> _Item | _Refused:
         sample = self.dataset[index]
         labels = {key: sample[key] for key in (*self.tasks, "meta")}
+        try:
+            prepared = self.preparer.prepare_pixels(np.asarray(sample["image"]), name=f"image {sample['meta']['id']}")
+        except TsnError as error:  # carried to the main process as it is (a worker's exception gains a traceback)
+            return _Refused(str(error))
         truth = edge_ground_truth(self.dataset, sample) if self.edges else None
-        return _Item(labels, self.transform({"image": sample["image"]})["image"], truth)
+        return _Item(labels, prepared, truth)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An image the fit refuses (larger than a fixed pad size): the evaluation stops with this one line."""
+
+    message: str
+
+
+def _same_size_groups(items: Sequence[_Item]) -> list[list[_Item]]:
+    """A pad fit runs each image at its own (padded) size: the batch is split into groups of one network size."""
+    groups: dict[tuple[int, ...], list[_Item]] = {}
+    for item in items:
+        groups.setdefault(tuple(item.prepared.tensor.shape), []).append(item)
+    return list(groups.values())
 
 
 def evaluate_model(
@@ -223,75 +151,76 @@ def evaluate_model(
     dataset: Dataset,
     specs: Sequence[TaskSpec],
     *,
-    size: tuple[int, int] = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE),
+    protocol: str | ScoringProtocol = "astmt",
+    dataset_name: str = "",
+    size: tuple[int, int] | None = None,
     batch_size: int = 8,
     workers: int = 0,
     edge_protocol: str | None = None,
     depth_protocol: str | None = None,
-    metric_factories: Mapping[str, Callable[[TaskSpec], Any]] | None = None,
-    scores_saved_files: bool = True,
     save_dir: str | os.PathLike[str] | None = None,
+    save_convention: str = "authors",
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Score ``specs`` of ``model`` on every image of the raw ``dataset`` (built without a transform).
 
-    ``model`` is in eval mode on its device; ``size = (H, W)`` is the network input; ``workers`` processes read
-    the data and match edges. Returns each task's metric result (see :mod:`tsn.metrics`), in the order of
-    ``specs``; the edge result also says which ``image_set`` it used. ``save_dir`` receives every prediction as
-    ``<save_dir>/<task>/<id>.png`` (depth ``.mat``), the authors' format at the original size.
-    ``metric_factories`` replace the output kind's metric of some tasks (a dataset's own protocol, see
-    :class:`tsn.datasets.EvaluationProtocol`); with ``scores_saved_files`` false the metrics (edges excepted)
-    score the float predictions instead of what the saved files hold.
+    ``protocol`` (:mod:`tsn.evaluation.protocols`) decides how images reach the network (its fit on
+    ``dataset_name``: a resize to ``size = (H, W)``, default the dataset's evaluation size or 512 x 512; a pad to a
+    multiple of 32; or a centred pad to ``size``, default the protocol's fixed size there), what the metrics score
+    and how; ``dataset_name`` selects its per-dataset choices (fit, edge preset, LibMTL's batches).
+    ``edge_protocol`` and ``depth_protocol`` replace the protocol's presets. ``model`` is in eval mode on its
+    device; ``workers`` processes read the data and match edges. Returns each
+    task's metric result (see :mod:`tsn.metrics`), in the order of ``specs``; the edge result also says which
+    ``image_set`` it used. ``save_dir`` receives every prediction in ``save_convention``
+    (:mod:`tsn.inference.conventions`), at the original size.
     """
-    from tsn.inference.predict import restore_predictions, save_prediction
-    from tsn.metrics import make_metrics
-    from tsn.metrics.edges import get_protocol
+    from tsn.inference.conventions import write_prediction
+    from tsn.inference.pipeline import Pipeline, make_fit
 
     if batch_size < 1 or workers < 0:
         raise TsnError(f"batch size must be >= 1 and workers >= 0 (got {batch_size} and {workers})")
+    chosen = get_protocol(protocol)
     by_name = {spec.name: spec for spec in specs}
-    metrics = make_metrics([s for s in specs if not _is_boundary(s)], depth_protocol=depth_protocol)
-    for name, factory in (metric_factories or {}).items():
-        if name in metrics:
-            metrics[name] = factory(by_name[name])
-    boundary = [spec.name for spec in specs if _is_boundary(spec)]
-    protocol = get_protocol(edge_protocol or "mtl-survey") if boundary else None
-    edge_ids, edge_set = edge_image_set(dataset, protocol.image_set) if protocol else (None, "")
-    inputs = _EvalInputs(dataset, size, list(by_name), edges=bool(boundary))
-    loader = DataLoader(inputs, batch_size=batch_size, num_workers=workers, collate_fn=list)
-    device = next(model.parameters()).device
-    scored_edges: list[str] = []
-    counters = {name: _EdgeCounts(protocol, workers) for name in boundary}
+    scorer = SplitScorer(chosen, specs, dataset, dataset_name, workers=workers,
+                         overrides={"edge_protocol": edge_protocol, "depth_protocol": depth_protocol})
+    fit = make_fit(chosen.fit_for(dataset_name), size=size or _fit_size(chosen, dataset_name), multiple=32)
+    pipeline = Pipeline(model, tasks=list(by_name), fit=fit, budget=None, what="--size")
+    inputs = _EvalInputs(dataset, pipeline.preparer, list(by_name), edges=bool(scorer.boundary))
+    loader = data_loader(inputs, batch_size=batch_size, num_workers=workers, collate_fn=list)  # end with us
     try:
-        with tqdm(total=len(inputs), unit="img", desc="evaluate", disable=None if progress else True) as bar:
+        shown = None if progress and progress_enabled() else True
+        with tqdm(total=len(inputs), unit="img", desc="evaluate", disable=shown) as bar:
             for items in loader:
-                batch = torch.stack([item.tensor for item in items]).to(device)
-                with torch.inference_mode():
-                    raw = model(batch, list(by_name))
-                sizes = [tuple(item.labels["meta"]["size"]) for item in items]
-                for item, predictions in zip(items, restore_predictions(raw, by_name, sizes), strict=True):
-                    image_id = str(item.labels["meta"]["id"])
-                    in_edge_set = edge_ids is None or image_id in edge_ids
-                    if boundary and in_edge_set:
-                        scored_edges.append(image_id)
-                    for name, prediction in predictions.items():
-                        spec = by_name[name]
+                for refused in (item for item in items if isinstance(item, _Refused)):
+                    raise TsnError(refused.message)
+                for group in _same_size_groups(items):
+                    raw = pipeline.forward([item.prepared for item in group])
+                    for index, item in enumerate(group):
+                        image_id = str(item.labels["meta"]["id"])
+                        floats = dict(pipeline.predictions(raw, index, item.prepared))
+                        saved = {name: by_name[name].to_saved(prediction) for name, prediction in floats.items()}
                         if save_dir is not None:
-                            save_prediction(spec, prediction, Path(save_dir) / name, image_id, "authors")
-                        saved = spec.to_saved(prediction)
-                        if name in metrics:
-                            scored = spec.read_saved(saved) if scores_saved_files else prediction
-                            metrics[name].update(scored, item.labels[name])
-                        elif in_edge_set:  # uint8, read as value / 255: exactly what seism sees
-                            counters[name].add(image_id, saved, item.edge_truth)
+                            for name, prediction in floats.items():
+                                write_prediction(by_name[name], prediction, save_dir, image_id, save_convention)
+                        scorer.add(image_id, item.labels, item.edge_truth, saved=saved, floats=floats)
                 bar.update(len(items))
-        results = {name: metric.compute() for name, metric in metrics.items()}
-        for name, counter in counters.items():
-            results[name] = {**counter.summary(scored_edges), "image_set": edge_set}
-    finally:
-        for counter in counters.values():
-            counter.close()
-    return {spec.name: results[spec.name] for spec in specs}
+    except BaseException:
+        scorer.close()
+        raise
+    return scorer.results()
+
+
+def _fit_size(protocol: ScoringProtocol, dataset: str) -> tuple[int, int]:
+    """The network input when none is given: a pad-to-size protocol's fixed size on ``dataset``, else the
+    dataset's evaluation size, else the paper's 512 x 512."""
+    fixed = protocol.fit_size(dataset) if protocol.fit_for(dataset) == "pad-to-size" else None
+    if fixed is not None:
+        return fixed
+    try:
+        registered = get_dataset(dataset).eval_size
+    except TsnError:  # a dataset the catalog does not know (a caller's own): the paper's size
+        registered = None
+    return registered or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
 
 
 # -------------------------------------------------------------------------------------------------- checkpoints
@@ -302,13 +231,11 @@ def _default_workers() -> int:
 
 
 def _input_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` from one side or two, checked against :data:`MIN_INPUT_SIZE`."""
-    sides = (int(size),) if isinstance(size, int) else tuple(int(s) for s in size)
-    sides = sides * 2 if len(sides) == 1 else sides
-    if len(sides) != 2 or min(sides) < MIN_INPUT_SIZE:
-        raise TsnError(f"input size {size} is not one or two sides of at least {MIN_INPUT_SIZE} px (the encoder's "
-                       "stride-32 features need more than one pixel); e.g. --size 512 or --size 480 640")
-    return sides
+    """``(H, W)`` from one side or two: the syntax and largest side every command accepts
+    (:func:`tsn.inference.input_size.input_size`); the model's smallest side is checked once it is loaded."""
+    from tsn.inference.input_size import input_size
+
+    return input_size(size, "--size")
 
 
 def evaluate_checkpoint(
@@ -324,40 +251,56 @@ def evaluate_checkpoint(
     workers: int | None = None,
     device: str = "auto",
     speed: SpeedOptions | None = None,
+    protocol: str | ScoringProtocol | None = None,
     edge_protocol: str | None = None,
     depth_protocol: str | None = None,
     save_dir: str | os.PathLike[str] | None = None,
+    save_convention: str = "authors",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split with the reference protocol; returns the JSON-ready record.
+    """Evaluate a checkpoint on a dataset split under an evaluation protocol; returns the JSON-ready record.
 
-    ``speed``: the :mod:`tsn.inference.speed` options applied to the loaded model (default
-    :func:`~tsn.inference.speed.exact_options`: float32 results, no compilation); they change nothing outside it.
+    ``protocol`` (a name of :func:`tsn.evaluation.protocols.list_protocols`; default: the dataset's,
+    :func:`~tsn.evaluation.protocols.default_protocol`) decides every scoring choice; ``edge_protocol`` and
+    ``depth_protocol`` replace its edge preset and depth variant (recorded per task). ``speed``: the
+    :mod:`tsn.inference.speed` options applied to the loaded model (default
+    :func:`~tsn.inference.speed.exact_options`: float32 results, no compilation).
 
     ``dataset_options`` go to :func:`tsn.data.build_dataset` (e.g. ``size``, ``length``, ``seed`` of the
-    synthetic scenes). ``size`` is the network input, one side or ``(H, W)``: default 512 x 512 (the paper's),
-    or the synthetic scenes' own size. ``edge_protocol`` and ``depth_protocol`` default to the dataset's
-    :class:`~tsn.datasets.EvaluationProtocol`, whose metric factories replace the kinds' metrics where it names
-    them (NYUv2-13, Cityscapes-7: LibMTL's). ``workers`` (default: every core) read data and match edges in
-    parallel.
+    synthetic scenes). ``size`` is the network input of a resize protocol, one side or ``(H, W)``: default the
+    dataset's evaluation size (512 x 512 on PASCAL-Context and NYUD, 288 x 384 on NYUv2-13, 128 x 256 on
+    Cityscapes-7), or the synthetic scenes' own size; of a pad-to-size protocol, the fixed size images are padded
+    to (default the protocol's, e.g. InvPT's 512 x 512 on PASCAL-Context and 448 x 576 on NYUD; an image larger
+    than it is refused in one line); a pad protocol does not use it. ``workers`` (default: every core) read data
+    and match edges in parallel. ``save_dir`` also receives every prediction in ``save_convention``.
 
     Record keys: ``format``, ``format_version``, ``tsn_version``, ``checkpoint`` (path, config, parameters),
-    ``dataset`` (name, split, root, options, n_images), ``input_size``, ``protocols``, ``tasks`` (every metric,
-    fractions as the metrics give them), ``headline`` (per task: metric, value, table value, direction),
-    ``n_images`` (per task), ``predictions`` (the save folder or null), ``time`` (start, seconds, device).
+    ``dataset`` (name, split, root, options, n_images), ``input_size``, ``protocol`` (the protocol's description
+    and metric options), ``protocols`` (per task), ``tasks`` (every metric, fractions as the metrics give them),
+    ``headline`` (per task: metric, value, table value, direction), ``reported``, ``n_images`` (per task),
+    ``predictions`` (the save folder or null), ``time`` (start, seconds, device).
     """
-    from tsn import __version__
     from tsn.data import build_dataset
+    from tsn.inference.conventions import get_convention
+    from tsn.inference.input_size import check_input_size
     from tsn.inference.speed import exact_options, optimize
     from tsn.models.checkpoint import load_model
     from tsn.utils.device import resolve_device
 
     started, clock = time.time(), time.perf_counter()
-    registered = get_dataset(dataset)  # an unknown dataset name or input size fails here, before anything is loaded
+    registered = get_dataset(dataset)  # an unknown name, size, protocol or convention fails before any loading
     name = registered.name
+    chosen = get_protocol(protocol) if protocol is not None else default_protocol(name)
+    fit = chosen.fit_for(name)
+    get_convention(save_convention)
     input_size = _input_size(size) if size else None
     run_on = resolve_device(device)
-    model = optimize(load_model(checkpoint, map_location=run_on), exact_options(run_on) if speed is None else speed)
+    model = load_model(checkpoint, map_location=run_on)
+    if input_size is None and fit == "pad-to-size":
+        input_size = _fit_size(chosen, name)
+    if input_size is not None and fit != "pad":
+        check_input_size(model, input_size, "--size")  # the model's minimum, before the dataset is built
+    model = optimize(model, exact_options(run_on) if speed is None else speed)
     specs = resolve_eval_tasks(model, name, tasks)
     options = dict(dataset_options or {})
     data = build_dataset(name, split, tasks=[s.name for s in specs], root=data_root, **options)
@@ -365,58 +308,18 @@ def evaluate_checkpoint(
     if input_size is None:
         own_size: int | Sequence[int] = getattr(data, "size", DEFAULT_INPUT_SIZE)
         input_size = _input_size(registered.eval_size or own_size)
-    protocol = registered.evaluation
-    edge_protocol = edge_protocol or protocol.edge_protocol
-    depth_protocol = depth_protocol or protocol.depth_protocol
-    factories = {spec.name: registered.metric_factory(spec.name) for spec in specs}
     results = evaluate_model(
-        model, data, specs, size=input_size, batch_size=batch_size,
+        model, data, specs, protocol=chosen, dataset_name=name, size=input_size, batch_size=batch_size,
         workers=_default_workers() if workers is None else workers, edge_protocol=edge_protocol,
-        depth_protocol=depth_protocol, save_dir=save_dir, progress=progress,
-        metric_factories={task: factory for task, factory in factories.items() if factory is not None},
-        scores_saved_files=protocol.scores_saved_files,
+        depth_protocol=depth_protocol, save_dir=save_dir, save_convention=save_convention, progress=progress,
     )
-    scored_as = "as the authors' saved files hold them" if protocol.scores_saved_files else "as floats (LibMTL)"
-    protocols: dict[str, Any] = {"scoring": f"predictions resized to each image's original size, scored {scored_as}"}
-    for spec in specs:
-        result = results[spec.name]
-        if _is_boundary(spec):
-            protocols[spec.name] = {"protocol": result["protocol"]["name"], "image_set": result["image_set"]}
-        elif "protocol" in result:
-            protocols[spec.name] = {"protocol": result["protocol"]}
-    return {
-        "format": RESULT_FORMAT,
-        "format_version": 1,
-        "tsn_version": __version__,
-        "checkpoint": {
-            "path": str(Path(checkpoint).resolve()),
-            "config": model.config.to_dict(),
-            "parameters": model.num_parameters(),
-        },
-        "dataset": {
-            "name": name,
-            "split": split,
-            "root": str(getattr(data, "root", "")) or None,
-            "options": options,
-            "n_images": len(data),  # type: ignore[arg-type]
-        },
-        "input_size": list(input_size),
-        "protocols": protocols,
-        "tasks": results,
-        "headline": {
-            spec.name: {
-                "metric": spec.metric,
-                "value": float(results[spec.name][spec.metric]),
-                "table_value": table_value(spec, results[spec.name][spec.metric]),
-                "higher_is_better": spec.higher_is_better,
-            }
-            for spec in specs
-        },
-        "n_images": {spec.name: int(results[spec.name]["n_images"]) for spec in specs},
-        "predictions": str(Path(save_dir).resolve()) if save_dir is not None else None,
-        "time": {
-            "started": datetime.fromtimestamp(started, timezone.utc).strftime(_TIME_FORMAT),
-            "seconds": round(time.perf_counter() - clock, 3),
-            "device": str(run_on),
-        },
-    }
+    source = {"checkpoint": {"path": str(Path(checkpoint).resolve()), "config": model.config.to_dict(),
+                             "parameters": model.num_parameters()}}
+    data_entry = {"name": name, "split": split, "root": str(getattr(data, "root", "")) or None,
+                  "options": options, "n_images": len(data)}  # type: ignore[arg-type]
+    return evaluation_record(
+        source=source, dataset=data_entry, input_size=input_size if fit != "pad" else None,
+        protocol=chosen, specs=specs, results=results,
+        predictions=str(Path(save_dir).resolve()) if save_dir is not None else None,
+        started=started, clock=clock, device=str(run_on),
+    )

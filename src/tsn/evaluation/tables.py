@@ -3,7 +3,6 @@ paper-style markdown, and the record written to disk."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tsn.datasets import dataset_tasks, get_dataset
+from tsn.dataset_catalog import dataset_tasks
 from tsn.errors import TsnError
 from tsn.tasks import TaskSpec, get_task
 from tsn.utils.io import atomic_write_json, atomic_write_text
@@ -25,6 +24,7 @@ __all__ = [
     "table_value",
     "table_values",
     "load_baseline",
+    "baseline_protocols",
     "compare_with_baseline",
     "add_baseline",
     "markdown_table",
@@ -58,12 +58,9 @@ def table_values(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as error:
-        raise TsnError(f"cannot read baseline {path}: {error.strerror or error}") from None
-    except ValueError as error:
-        raise TsnError(f"baseline {path} is not valid JSON ({error}); fix or regenerate it") from None
+    from tsn.utils.parsing import parse_json, read_text_file  # UTF-8, bounded size and depth, one-line errors
+
+    return parse_json(read_text_file(path, "baseline"), f"baseline {path}")
 
 
 def _mapping_values(data: Mapping[str, Any], source: str) -> dict[str, float]:
@@ -87,6 +84,17 @@ def _baseline_values(data: Any, source: str) -> dict[str, float]:
     raise TsnError(
         f"baseline {source} is neither a task -> value mapping, a `tsn evaluate` result nor a `tsn reproduce` table"
     )
+
+
+def baseline_protocols(paths: Sequence[str | os.PathLike[str]]) -> list[str | None]:
+    """The protocol each baseline file records (None for a plain ``{task: value}`` mapping or an older file)."""
+    from tsn.evaluation.records import record_protocol
+
+    found = []
+    for path in paths:
+        data = _read_json(path)
+        found.append(record_protocol(data) if isinstance(data, dict) else None)
+    return found
 
 
 def load_baseline(paths: Sequence[str | os.PathLike[str]]) -> dict[str, float]:
@@ -136,7 +144,11 @@ def add_baseline(
     record: dict[str, Any], baseline: Mapping[str, float], sources: Sequence[str | os.PathLike[str]] = ()
 ) -> dict[str, Any]:
     """``record`` (an evaluation record) with its ``baseline`` entry: :func:`compare_with_baseline` of its
-    headline values against ``baseline`` (table units, e.g. from :func:`load_baseline` of ``sources``)."""
+    headline values against ``baseline`` (table units, e.g. from :func:`load_baseline` of ``sources``). A source
+    scored under another protocol than ``record`` is refused in one line."""
+    from tsn.evaluation.records import check_same_protocol, record_protocol
+
+    check_same_protocol([record_protocol(record), *baseline_protocols(sources)], "an average drop against a baseline")
     specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
     comparison = compare_with_baseline(table_values(record), baseline, specs)
     record["baseline"] = {"source": [str(p) for p in sources], **comparison}
@@ -160,11 +172,16 @@ def _cell(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def markdown_table(rows: Sequence[TableRow], specs: Sequence[TaskSpec]) -> str:
+def markdown_table(
+    rows: Sequence[TableRow], specs: Sequence[TaskSpec], metrics: Mapping[str, str] | None = None
+) -> str:
     """The paper's table as markdown: one column per task (arrow = better direction), then the average drop %
-    (and the parameter count when a row has one)."""
+    (and the parameter count when a row has one). ``metrics``: task -> the headline's name where a protocol
+    reports another one than the task's (the InvPT family's saliency maxF)."""
     with_params = any(row.parameters is not None for row in rows)
-    header = ["Model", *(f"{s.name} {s.metric} {'↑' if s.higher_is_better else '↓'}" for s in specs), "Avg. drop % ↓"]
+    named = dict(metrics or {})
+    header = ["Model", *(f"{s.name} {named.get(s.name, s.metric)} {'↑' if s.higher_is_better else '↓'}" for s in specs),
+              "Avg. drop % ↓"]
     header += ["Parameters"] if with_params else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -179,22 +196,27 @@ def evaluation_markdown(record: Mapping[str, Any]) -> str:
     """A ``tsn evaluate`` record as markdown: the table (with the baseline row), image counts and protocols."""
     specs = dataset_tasks(record["dataset"]["name"], list(record["headline"]))
     baseline = record.get("baseline")
-    config = record["checkpoint"]["config"]
-    rows = [TableRow(
-        f"{Path(record['checkpoint']['path']).name} ({config['arch']})", table_values(record),
-        baseline["average_drop"] if baseline else None, record["checkpoint"]["parameters"],
-    )]
+    if "checkpoint" in record:
+        checkpoint = record["checkpoint"]
+        name, parameters = f"{Path(checkpoint['path']).name} ({checkpoint['config']['arch']})", checkpoint["parameters"]
+    else:
+        source = record["predictions_from"]
+        name, parameters = f"predictions {Path(source['path']).name} ({source['convention']})", None
+    rows = [TableRow(name, table_values(record), baseline["average_drop"] if baseline else None, parameters)]
     if baseline:
         rows.append(TableRow("single-task baseline", baseline["values"]))
     dataset = record["dataset"]
-    height, width = record["input_size"]
-    lines = [f"## {dataset['name']} {dataset['split']}, input {height} x {width} px", "",
-             markdown_table(rows, specs)]
+    protocol = record.get("protocol") or {"name": "astmt", "title": "recorded before protocols were named"}
+    size = record.get("input_size")
+    network = f", input {size[0]} x {size[1]} px" if size else ""
+    metrics = {task: entry["metric"] for task, entry in record["headline"].items()}
+    lines = [f"## {dataset['name']} {dataset['split']}{network}, protocol {protocol['name']}", "",
+             markdown_table(rows, specs, metrics)]
     if baseline:
         drops = ", ".join(f"{task} {drop:+.2f}" for task, drop in baseline["drops"].items())
         missing = f" (no baseline for {', '.join(baseline['missing'])})" if baseline["missing"] else ""
         lines += [f"Drop % per task: {drops}{missing}. Sign: {baseline['sign']}.", ""]
-    reported = get_dataset(dataset["name"]).evaluation.reported
+    reported = record.get("reported") or {}  # records before protocols were named reported the headline only
     scores = [
         f"- {task}: " + ", ".join(f"{key} {record['tasks'][task][key]:.4f}" for key in reported[task])
         for task in record["headline"] if task in reported and task in record.get("tasks", {})
@@ -203,11 +225,11 @@ def evaluation_markdown(record: Mapping[str, Any]) -> str:
         lines += ["Reported metrics:", *scores, ""]
     counts = ", ".join(f"{task} {n}" for task, n in record["n_images"].items())
     lines += [f"Images scored: {counts}.", ""]
-    for task, protocol in record["protocols"].items():
-        if isinstance(protocol, dict):
-            detail = f", image set: {protocol['image_set']}" if "image_set" in protocol else ""
-            lines.append(f"- {task}: protocol {protocol['protocol']}{detail}")
-    lines += [f"- {record['protocols']['scoring']}", ""]
+    for task, entry in record["protocols"].items():
+        if isinstance(entry, dict):
+            detail = f", image set: {entry['image_set']}" if "image_set" in entry else ""
+            lines.append(f"- {task}: protocol {entry['protocol']}{detail}")
+    lines += [f"- {record['protocols']['scoring']}", f"- protocol {protocol['name']}: {protocol['title']}", ""]
     return "\n".join(lines)
 
 

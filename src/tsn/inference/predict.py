@@ -1,19 +1,13 @@
-"""Inference on image files, and predictions saved in the authors' conventions.
+"""``tsn predict`` as a library: image files and folders through the inference pipeline, predictions saved in the
+authors' conventions, and one overview panel per image.
 
-The pipeline of ``tsn predict`` (and of ``tsn evaluate --save-predictions``, which calls :func:`save_predictions`):
-
-1. read an image file with :func:`tsn.data.images.decode_image` (any Pillow mode, 16-bit images by their full
-   range, EXIF orientation applied; an image over twice the model input per side decoded reduced, so a huge
-   file costs little memory) and preprocess it exactly as the evaluation pipeline does
-   (:func:`tsn.data.transforms.build_transforms` ``"eval"``: bicubic resize of the uint8 image to the model
-   input size, ImageNet normalisation);
-2. run every requested task on a batch of images (the encoder once, the decoder passes batched);
-3. per task, ``TaskSpec.postprocess`` at the network resolution, then ``TaskSpec.resize_prediction`` back to each
-   image's original size;
-4. ``TaskSpec.to_saved`` gives the authors' arrays (class indices, ``255 * p`` and ``(n + 1) * 255 / 2``, all
-   truncated to uint8; raw depth), written as ``<out>/<task>/<name>.png`` (depth: ``.mat``). :func:`predict_files`
-   restores, saves and frees one task at a time, and draws the panels from copies of at most
-   :data:`PANEL_MAX_SIDE` pixels a side, so a very large image never holds every task at full size at once.
+Each file goes through :mod:`tsn.inference.pipeline` (the path every caller shares): decoded (an image over twice
+the network input per side decoded reduced), resized to the network input, every requested task in one forward
+pass of a batch, each task restored to the image's size (or, over
+:data:`~tsn.inference.pipeline.PREDICTION_BUDGET`, the largest size within it) and saved one task at a time
+(:func:`~tsn.inference.pipeline.save_prediction`), each full-size map freed before the next. Panels draw copies of
+at most :data:`PANEL_MAX_SIDE` pixels a side in a figure of bounded size (:data:`PANEL_MAX_ASPECT`), so a huge or
+extremely elongated image costs what a small one does.
 
 Two save formats: ``authors`` writes exactly the reference's files (grey index PNGs, no extras), ready for the
 evaluators; ``visual`` writes the same values but makes class maps palette PNGs (still the class indices, drawn in
@@ -26,29 +20,38 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.io
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tsn.data.images import decode_image, read_rgb_image
-from tsn.data.transforms import Compose, build_transforms
+from tsn.data.images import read_rgb_image
 from tsn.errors import TsnError
+from tsn.inference.pipeline import (
+    PREDICTION_BUDGET,
+    SAVE_FORMATS,
+    Pipeline,
+    PixelBudget,
+    PreparedImage,
+    Preparer,
+    Resize,
+    SaveFormat,
+    restore_predictions,
+    save_prediction,
+)
 from tsn.inference.speed import SpeedOptions
-from tsn.models.backbone import encoder_feature_info
 from tsn.models.base import DensePredictionModel, TaskArg
-from tsn.tasks import TaskSpec, color_palette
+from tsn.tasks import TaskSpec
+from tsn.utils.checks import escaped, input_problem
 from tsn.utils.io import atomic_write
+from tsn.utils.processes import data_loader
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "check_input_size",
     "SaveFormat",
     "SAVE_FORMATS",
     "PANELS_FOLDER",
@@ -57,17 +60,17 @@ __all__ = [
     "ImageFiles",
     "load_image",
     "collect_inputs",
+    "check_output_folder",
     "restore_predictions",
     "save_prediction",
     "save_predictions",
+    "PANEL_MAX_SIDE",
+    "PANEL_MAX_ASPECT",
     "render_panel",
     "save_figure",
     "predict_files",
     "predict_checkpoint",
 ]
-
-SaveFormat = Literal["visual", "authors"]
-SAVE_FORMATS: tuple[str, ...] = ("visual", "authors")
 
 PANELS_FOLDER = "panels"
 """Sub-folder of the output folder that holds the per-image overview panels."""
@@ -75,8 +78,9 @@ PANELS_FOLDER = "panels"
 PANEL_MAX_SIDE = 1024
 """Longest side of the pictures a panel draws (a panel pane is a few hundred pixels wide; larger images and
 predictions are subsampled for it, which keeps the drawing of a huge image cheap)."""
-
-_PALETTE = color_palette().tobytes()
+PANEL_MAX_ASPECT = 4.0
+"""Most height / width (or width / height) a panel pane has: a 1 x 5000 pixel image is drawn stretched into a
+4 : 1 pane instead of a figure 5000 times as tall as wide (which Pillow would refuse to open)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class PredictSummary:
     processed: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    reduced: list[tuple[Path, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    """Images over the pixel budget: ``(path, full (H, W), the (H, W) their predictions were saved at)``."""
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -109,27 +115,32 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple
     """Files to predict with their output names (file stems), and the inputs that cannot be used.
 
     A folder contributes its files (sorted, hidden ones and sub-folders left out); a file named twice counts once.
-    Missing paths, empty folders and a second file with an already used stem (its outputs would overwrite the
-    first's) are skipped.
+    Missing paths, empty folders, entries that are not regular files (link loops, dangling links, named pipes,
+    sockets, devices: :func:`tsn.utils.checks.input_problem`) and a second file with an already used stem (its
+    outputs would overwrite the first's) are skipped, with their reason; names in messages are escaped.
     """
     files: list[tuple[Path, str]] = []
     skipped: list[Skipped] = []
     owner: dict[str, Path] = {}
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
+            listed = {p: input_problem(p) for p in sorted(entry.iterdir()) if not p.name.startswith(".")}
+            skipped += [Skipped(p, f"{escaped(p)}: {why}") for p, why in listed.items() if why and why != "a folder"]
+            found = [p for p, why in listed.items() if why is None]
             if not found:
-                skipped.append(Skipped(entry, f"{entry}: folder without files"))
+                skipped.append(Skipped(entry, f"{escaped(entry)}: folder without files"))
         elif entry.is_file():
             found = [entry]
         else:
-            skipped.append(Skipped(entry, f"{entry}: no such file or folder"))
+            why = input_problem(entry) if os.path.lexists(entry) else "no such file or folder"
+            skipped.append(Skipped(entry, f"{escaped(entry)}: {why}"))
             continue
         for path in found:
             if path.stem in owner and owner[path.stem].resolve() == path.resolve():
                 continue  # the same file named twice (e.g. alone and through its folder)
             if path.stem in owner:
-                message = f"{path}: same name as {owner[path.stem]}, whose outputs it would overwrite; rename one"
+                message = (f"{escaped(path)}: same name as {escaped(owner[path.stem])}, whose outputs it would "
+                           "overwrite; rename one")
                 skipped.append(Skipped(path, message))
                 continue
             owner[path.stem] = path
@@ -137,26 +148,54 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[tuple
     return files, skipped
 
 
+def check_output_folder(
+    inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], what: str = "-o/--output"
+) -> Path:
+    """Refuse, in one line, an output folder that is one of the inputs or holds one of them (an input folder named
+    like a task or the panels folder inside it, an image in it, or a file of an input folder linked into it):
+    writing the predictions could replace input files. ``out_dir`` (not created) is returned."""
+    out = Path(out_dir).expanduser()
+    real_out = Path(os.path.realpath(out))
+    files, _ = collect_inputs(inputs)
+    for source in [*map(Path, inputs), *(path for path, _ in files)]:
+        source = source.expanduser()
+        if not os.path.lexists(source):
+            continue
+        real = Path(os.path.realpath(source))
+        if real == real_out or real_out in real.parents:
+            where = "is" if real == real_out else "lies inside"
+            if source.is_symlink():
+                where = f"(a link to {escaped(real)}) {where}"
+            raise TsnError(f"{what}: the input {escaped(source)} {where} the output folder {escaped(out)}, whose "
+                           "predictions could overwrite it; choose an output folder outside the inputs")
+    return out
+
+
 @dataclass(frozen=True)
 class _Loaded:
     path: Path
     name: str
-    image: np.ndarray
-    """The uint8 RGB image as decoded (reduced for an image far larger than the network input), for the panel."""
-    size: tuple[int, int]
-    """``(H, W)`` of the full upright image: the size of the saved predictions."""
-    tensor: torch.Tensor
-    """The network input: ``3 x H x W`` at the model input size, normalised."""
+    item: PreparedImage
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The network input ``3 x h x w``."""
+        return self.item.tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the saved predictions."""
+        return self.item.size
 
 
 class ImageFiles(Dataset):
-    """Image files preprocessed for the network; an unreadable file yields a :class:`Skipped` instead of raising,
-    so one bad file does not stop a batch (or a DataLoader worker)."""
+    """Image files brought to the network by ``preparer`` (a :class:`~tsn.inference.pipeline.Preparer`, or a resize
+    to ``size``); an unreadable file yields a :class:`Skipped` instead of raising, so one bad file does not stop a
+    batch (or a DataLoader worker)."""
 
-    def __init__(self, files: Sequence[tuple[Path, str]], size: tuple[int, int]) -> None:
+    def __init__(self, files: Sequence[tuple[Path, str]], size: tuple[int, int] | Preparer) -> None:
         self.files = list(files)
-        self.size = (int(size[0]), int(size[1]))
-        self.transform: Compose = build_transforms("eval", size, tasks=(), seed=0)
+        self.preparer = size if isinstance(size, Preparer) else Preparer(Resize((int(size[0]), int(size[1]))))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -164,66 +203,14 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> _Loaded | Skipped:
         path, name = self.files[index]
         try:
-            decoded = decode_image(path, target_size=self.size)
+            return _Loaded(path, name, self.preparer.prepare(path))
         except TsnError as error:
             return Skipped(path, str(error))
-        sample = self.transform({"image": decoded.pixels})
-        return _Loaded(path, name, decoded.pixels, decoded.size, sample["image"])
-
-
-def restore_predictions(
-    raw: Mapping[str, torch.Tensor], specs: Mapping[str, TaskSpec], sizes: Sequence[tuple[int, int]]
-) -> list[dict[str, np.ndarray]]:
-    """Raw outputs of a batch (``N x C x h x w`` per task) -> per image, per task, the postprocessed prediction
-    at that image's original ``size = (H, W)`` (``H x W`` class indices, ``C x H x W`` otherwise), on the CPU.
-
-    Postprocessing happens before the resize, as in the reference (probabilities and unit vectors are
-    interpolated, not logits).
-    """
-    restored: list[dict[str, np.ndarray]] = [{} for _ in sizes]
-    for name, output in raw.items():
-        spec = specs[name]
-        prediction = spec.postprocess(output)
-        for index, (height, width) in enumerate(sizes):
-            resized = spec.resize_prediction(prediction[index : index + 1], (height, width))
-            restored[index][name] = resized[0].cpu().numpy()
-    return restored
-
-
-def _write_png(path: Path, image: Image.Image) -> None:
-    with atomic_write(path) as handle:
-        image.save(handle, format="PNG")
-
-
-def save_prediction(
-    spec: TaskSpec, prediction: np.ndarray, folder: str | os.PathLike[str], name: str,
-    save_format: SaveFormat = "authors",
-) -> None:
-    """Write one image's postprocessed ``prediction`` for ``spec`` as ``folder/<name><spec.saved_suffix>``.
-
-    PNGs hold ``spec.to_saved(prediction)`` (grey, or RGB for unit vectors); ``.mat`` files hold it under the task's
-    name (``depth``, the authors' key). The ``visual`` format stores class maps as palette PNGs (the same indices)
-    and adds a grey ``<name>.png`` picture of ``.mat`` predictions.
-    """
-    if save_format not in SAVE_FORMATS:
-        raise TsnError(f"unknown save format {save_format!r}; choose one of: {', '.join(SAVE_FORMATS)}")
-    folder = Path(folder)
-    saved = spec.to_saved(prediction)
-    if spec.saved_suffix == ".mat":
-        with atomic_write(folder / f"{name}.mat") as handle:
-            scipy.io.savemat(handle, {spec.name: saved})
-        if save_format == "visual":
-            _write_png(folder / f"{name}.png", Image.fromarray(spec.render(prediction)[..., 0]))
-        return
-    image = Image.fromarray(saved)
-    if save_format == "visual" and spec.kind.indexed_png:
-        image.putpalette(_PALETTE)  # mode L -> P: the pixels stay the class indices, viewers show VOC colours
-    _write_png(folder / f"{name}{spec.saved_suffix}", image)
 
 
 def save_predictions(
-    raw: Mapping[str, torch.Tensor],
-    specs: Mapping[str, TaskSpec],
+    raw: dict[str, torch.Tensor],
+    specs: dict[str, TaskSpec],
     names: Sequence[str],
     sizes: Sequence[tuple[int, int]],
     out_dir: str | os.PathLike[str],
@@ -242,14 +229,19 @@ def save_predictions(
 
 
 def render_panel(image: np.ndarray, predictions: Mapping[str, np.ndarray], specs: Mapping[str, TaskSpec]) -> Figure:
-    """One row: the image, then each task's prediction drawn by ``TaskSpec.render`` and titled with its title."""
+    """One row: the image, then each task's prediction drawn by ``TaskSpec.render`` and titled with its title.
+
+    Panes keep the image's aspect up to :data:`PANEL_MAX_ASPECT`; a more elongated image is drawn stretched, so the
+    figure's size is bounded whatever the image's."""
     from matplotlib.figure import Figure  # slow to import; only panels need it
 
     panes = [("Image", image)] + [(specs[task].title, specs[task].render(p)) for task, p in predictions.items()]
     height, width = image.shape[:2]
-    figure = Figure(figsize=(2.6 * len(panes), 2.6 * height / width + 0.4), layout="constrained")
+    aspect = min(max(height / width, 1 / PANEL_MAX_ASPECT), PANEL_MAX_ASPECT)
+    stretched = aspect != height / width
+    figure = Figure(figsize=(2.6 * len(panes), 2.6 * aspect + 0.4), layout="constrained")
     for axes, (title, picture) in zip(figure.subplots(1, len(panes), squeeze=False)[0], panes, strict=True):
-        axes.imshow(picture)
+        axes.imshow(picture, aspect="auto" if stretched else "equal", interpolation="nearest" if stretched else None)
         axes.set_title(title, fontsize=9)
         axes.set_axis_off()
     return figure
@@ -273,27 +265,24 @@ def _panel_view(picture: np.ndarray, channels_first: bool) -> np.ndarray:
 
 
 def _save_one_image(
-    raw: Mapping[str, torch.Tensor],
-    index: int,
-    item: _Loaded,
-    specs: Mapping[str, TaskSpec],
-    out_dir: Path,
-    save_format: SaveFormat,
-    panels: bool,
+    pipeline: Pipeline, raw: Mapping[str, torch.Tensor], index: int, loaded: _Loaded, out_dir: Path,
+    save_format: SaveFormat, panels: bool, convention: str = "authors",
 ) -> None:
     """Restore and save sample ``index`` of a batch one task at a time (each full-size map freed before the next),
-    keeping only panel-sized copies for the overview panel."""
+    keeping only panel-sized copies for the overview panel; task folders named as ``convention`` names them
+    (:mod:`tsn.inference.conventions`)."""
+    from tsn.inference.conventions import get_convention
+
+    folders = get_convention(convention)
     shown: dict[str, np.ndarray] = {}
-    for task, output in raw.items():
-        (prediction,) = restore_predictions({task: output[index : index + 1]}, specs, [item.size])
-        restored = prediction[task]
-        save_prediction(specs[task], restored, out_dir / task, item.name, save_format)
+    for task, restored in pipeline.predictions(raw, index, loaded.item):
+        save_prediction(pipeline.specs[task], restored, out_dir / folders.folder(task), loaded.name, save_format)
         if panels:
             shown[task] = _panel_view(restored, channels_first=True)
-        del prediction, restored
+        del restored
     if panels:
-        figure = render_panel(_panel_view(item.image, channels_first=False), shown, specs)
-        save_figure(figure, out_dir / PANELS_FOLDER / f"{item.name}.png")
+        figure = render_panel(_panel_view(loaded.item.pixels, channels_first=False), shown, pipeline.specs)
+        save_figure(figure, out_dir / PANELS_FOLDER / f"{loaded.name}.png")
 
 
 def predict_files(
@@ -309,19 +298,25 @@ def predict_files(
     panels: bool = True,
     progress: bool = True,
     on_skip: Callable[[Skipped], None] | None = None,
+    convention: str = "authors",
+    budget: PixelBudget | None = PREDICTION_BUDGET,
 ) -> PredictSummary:
     """Predict ``tasks`` (None: all of the model's) on image files and folders, saving into ``out_dir``.
 
+    ``convention`` names the task folders as a codebase does (``authors``: tsn's task names; ``astmt``,
+    ``invpt``: ``sal/``, ``edge/``; see :mod:`tsn.inference.conventions`).
+
     ``model`` must be in eval mode, on the device to run on. Images are read by ``workers`` DataLoader processes,
-    resized to ``size = (H, W)`` and run ``batch_size`` at a time; predictions are saved at each image's original
-    size (:func:`save_predictions`), plus one ``panels/<name>.png`` overview per image when ``panels`` is set.
+    resized to ``size = (H, W)`` (at least the model's minimum, checked first) and run ``batch_size`` at a time;
+    predictions are saved at each image's original size within the pixel ``budget`` (:class:`PredictSummary` lists
+    the images predicted smaller), plus one ``panels/<name>.png`` overview per image when ``panels`` is set.
     Unusable inputs are passed to ``on_skip`` as they are met and listed in the summary; they never stop the run.
+    An input that is ``out_dir`` or lies inside it is refused first (:func:`check_output_folder`).
     """
-    names = model.task_names(tasks)
-    specs = {name: model.task_specs[name] for name in names}
-    device = next(model.parameters()).device
+    check_output_folder(inputs, out_dir)
+    pipeline = Pipeline(model, tasks=tasks, fit=Resize(size), budget=budget)
     files, unusable = collect_inputs(inputs)
-    summary = PredictSummary(tasks=list(names))
+    summary = PredictSummary(tasks=list(pipeline.tasks))
 
     def skip(item: Skipped) -> None:
         summary.skipped.append(item)
@@ -330,32 +325,26 @@ def predict_files(
 
     for item in unusable:
         skip(item)
-    loader = DataLoader(ImageFiles(files, size), batch_size=batch_size, num_workers=workers, collate_fn=list)
+    loader = data_loader(ImageFiles(files, pipeline.preparer), batch_size=batch_size, num_workers=workers,
+                         collate_fn=list)  # workers end with this process, even after kill -9
     out_dir = Path(out_dir)
     bar = tqdm(total=len(files), unit="img", desc="predict", disable=None if progress else True)
-    with bar, torch.inference_mode():
+    with bar:
         for items in loader:
             loaded = [item for item in items if isinstance(item, _Loaded)]
             for item in items:
                 if isinstance(item, Skipped):
                     skip(item)
             if loaded:
-                raw = model(torch.stack([item.tensor for item in loaded]).to(device), names)
+                raw = pipeline.forward([image.item for image in loaded])
                 for index, image in enumerate(loaded):
-                    _save_one_image(raw, index, image, specs, out_dir, save_format, panels)
+                    _save_one_image(pipeline, raw, index, image, out_dir, save_format, panels, convention)
                     summary.processed.append(image.path)
+                    if image.item.size != image.item.original_size:
+                        summary.reduced.append((image.path, image.item.original_size, image.item.size))
+                del raw
             bar.update(len(items))
     return summary
-
-
-def check_input_size(model: DensePredictionModel, size: tuple[int, int]) -> None:
-    """A one-line :class:`TsnError` when ``size`` leaves the encoder's coarsest map with one pixel per side:
-    instance normalisation needs more than one value per map."""
-    smallest = 2 * max(encoder_feature_info(model.encoder).reduction())
-    if min(size) < smallest:
-        raise TsnError(
-            f"--size {size[0]}x{size[1]} is too small for this model's encoder: use at least {smallest} x {smallest}"
-        )
 
 
 def predict_checkpoint(
@@ -373,6 +362,7 @@ def predict_checkpoint(
     panels: bool = True,
     progress: bool = True,
     on_skip: Callable[[Skipped], None] | None = None,
+    convention: str = "authors",
 ) -> PredictSummary:
     """:func:`predict_files` with the model of a checkpoint, loaded on ``device`` (``auto``: a GPU if any).
 
@@ -383,9 +373,11 @@ def predict_checkpoint(
     from tsn.models.checkpoint import load_model
     from tsn.utils.device import resolve_device
 
+    check_output_folder(inputs, out_dir)  # before the model is loaded
     run_on = resolve_device(str(device))
     model = load_model(checkpoint, map_location=run_on)
-    check_input_size(model, size)
+    Pipeline(model, tasks=tasks, fit=Resize(size))  # the size and the tasks checked before any optimisation
     model = optimize(model, exact_options(run_on) if speed is None else speed)
     return predict_files(model, inputs, out_dir, tasks=tasks, size=size, batch_size=batch_size, workers=workers,
-                         save_format=save_format, panels=panels, progress=progress, on_skip=on_skip)
+                         save_format=save_format, panels=panels, progress=progress, on_skip=on_skip,
+                         convention=convention)

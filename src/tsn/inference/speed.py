@@ -28,18 +28,17 @@ docs/performance.md (``tsn benchmark``). Typical use::
 
     options = fastest_options(device)
     model = optimize(model, options)               # use the returned model (its AdaIN blocks are replaced)
-    with torch.inference_mode(), autocast(options, device):
+    with torch.inference_mode(), autocast(device, options.precision):   # tsn.precision.autocast
         outputs = model(prepare(image, options))
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import sys
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 import torch
 from torch import nn
@@ -47,9 +46,10 @@ from torch import nn
 from tsn.errors import TsnError
 from tsn.models.base import DensePredictionModel
 from tsn.models.fused import fuse_adain_blocks
+from tsn.precision import native_bf16
 
 __all__ = [
-    "SpeedOptions", "fastest_options", "exact_options", "optimize", "autocast", "prepare", "tune_glibc_allocator",
+    "SpeedOptions", "fastest_options", "exact_options", "optimize", "prepare", "tune_glibc_allocator",
 ]
 
 
@@ -72,6 +72,11 @@ class SpeedOptions:
             raise TsnError(f"unknown speed option {unknown[0]!r}; known: {', '.join(known)}")
         return cls(**{n: True for n in names})
 
+    @property
+    def precision(self) -> str:
+        """The autocast precision of these options (:func:`tsn.precision.autocast`): ``bf16`` or ``none``."""
+        return "bf16" if self.bf16 else "none"
+
     def __str__(self) -> str:
         chosen = [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
         return ",".join(chosen) or "none"
@@ -88,9 +93,9 @@ def fastest_options(device: str | torch.device = "cpu", *, allow_bf16: bool = Tr
     """
     device = torch.device(device)
     if device.type == "cuda":
-        bf16 = allow_bf16 and torch.cuda.is_bf16_supported()
+        bf16 = allow_bf16 and native_bf16(device)
         return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=True)
-    bf16 = allow_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    bf16 = allow_bf16 and native_bf16(device)
     return SpeedOptions(channels_last=True, fused=True, bf16=bf16, compile=bf16)
 
 
@@ -129,11 +134,6 @@ def optimize(model: nn.Module, options: SpeedOptions, *, inference: bool = True)
     if options.compile:
         model.compile(options={"freezing": True} if inference else None)
     return model
-
-
-def autocast(options: SpeedOptions, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager[Any]:
-    """The bfloat16 autocast context when ``options.bf16``, else a no-op context."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=options.bf16)
 
 
 def prepare(image: torch.Tensor, options: SpeedOptions) -> torch.Tensor:

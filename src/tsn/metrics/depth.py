@@ -137,17 +137,37 @@ class PooledDepthMetric:
         }
 
 
+def _libmtl(exact: bool) -> Callable[..., TaskMetric]:
+    def build(*, ignore_index: int, batch_images: int = 1) -> TaskMetric:
+        from tsn.metrics.libmtl import LibmtlDepthMetric
+
+        return LibmtlDepthMetric(ignore_index=ignore_index, exact=exact, batch_images=batch_images)
+
+    return build
+
+
+def _without_batches(factory: Callable[..., TaskMetric]) -> Callable[..., TaskMetric]:
+    def build(*, ignore_index: int, batch_images: int = 1) -> TaskMetric:
+        return factory(ignore_index=ignore_index)
+
+    return build
+
+
 DEPTH_PROTOCOLS: dict[str, Callable[..., TaskMetric]] = {
-    AstmtDepthMetric.protocol: AstmtDepthMetric,
-    PooledDepthMetric.protocol: PooledDepthMetric,
+    AstmtDepthMetric.protocol: _without_batches(AstmtDepthMetric),
+    PooledDepthMetric.protocol: _without_batches(PooledDepthMetric),
+    "libmtl": _libmtl(exact=True),
+    "libmtl-nan-free": _libmtl(exact=False),
 }
-"""Depth evaluators by protocol name."""
+"""Depth evaluators by protocol name: ``factory(ignore_index=..., batch_images=...)``."""
 
 
-def depth_metric(protocol: str = "astmt", *, ignore_index: int = IGNORE_INDEX) -> TaskMetric:
-    """The depth evaluator of ``protocol`` (``astmt``, the TSNs reference, or ``pooled``, the MTL survey's)."""
+def depth_metric(protocol: str = "astmt", *, ignore_index: int = IGNORE_INDEX, batch_images: int = 1) -> TaskMetric:
+    """The depth evaluator of ``protocol``: ``astmt`` (the TSNs reference), ``pooled`` (the MTL survey's and the
+    InvPT family's), ``libmtl`` (exact, NaN when a batch of ``batch_images`` has no valid pixel) or
+    ``libmtl-nan-free``."""
     try:
         factory = DEPTH_PROTOCOLS[protocol.strip().lower()]
     except KeyError:
         raise TsnError(f"unknown depth protocol {protocol!r}; choose one of: {', '.join(DEPTH_PROTOCOLS)}") from None
-    return factory(ignore_index=ignore_index)
+    return factory(ignore_index=ignore_index, batch_images=batch_images)

@@ -27,7 +27,7 @@ from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, to_numpy
 from tsn.utils.constants import IGNORE_INDEX
 
-__all__ = ["WITHIN_DEGREES", "NormalsMetric", "angular_error"]
+__all__ = ["WITHIN_DEGREES", "NormalsMetric", "InvptNormalsMetric", "angular_error"]
 
 WITHIN_DEGREES: tuple[float, ...] = (11.25, 22.5, 30.0)
 """Thresholds (degrees) of the ``within_*`` scores: percentage of pixels whose error is strictly below each."""
@@ -99,7 +99,7 @@ class NormalsMetric:
 
     def add_errors(self, errors: np.ndarray) -> None:
         """Add one image's angular errors (degrees, valid pixels only); protocols that measure the angle
-        differently (:mod:`tsn.metrics.mtan`) feed this."""
+        differently (:mod:`tsn.metrics.libmtl`) feed this."""
         bins = np.minimum((errors * self.bins_per_degree).astype(np.int64), self._histogram.size - 1)
         self._histogram += np.bincount(bins, minlength=self._histogram.size)
         self._keep(errors, bins)
@@ -204,3 +204,34 @@ def _pixel_vectors(pred: ArrayLike, label: ArrayLike) -> tuple[np.ndarray, np.nd
         label_array = label_array.transpose(2, 0, 1)
     check_same_shape(pred_array, label_array, "normals")
     return pred_array.reshape(3, -1), label_array.reshape(3, -1)
+
+
+class InvptNormalsMetric(NormalsMetric):
+    """The InvPT family's ``NormalsMeter``: angle ``2 * atan2(|p - g|, |p + g|)`` between unit vectors.
+
+    The prediction goes through the family's storage convention in float32 (``(n + 1) * 255 / 2``, read back as
+    ``2 * x / 255 - 1``) and both vectors are normalised with zero vectors kept zero (so a zero-length prediction
+    is 90 degrees off); pixels whose label is zero or ignored are left out (its ``AddIgnoreRegions`` marks zero
+    labels 255). The meter reports the mean only; the other scores are those of :class:`NormalsMetric` on the
+    same angles, and ``protocol`` = ``"invpt"``.
+    """
+
+    protocol = "invpt"
+
+    def pixel_angles(self, pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+        stored = (_unit_or_zero(pred.astype(np.float32)) + np.float32(1.0)) * np.float32(255) / np.float32(2.0)
+        read = (np.float32(2) * stored / np.float32(255) - np.float32(1)).astype(np.float64)
+        p, g = _unit_or_zero(read), _unit_or_zero(label)
+        difference = np.sqrt(np.einsum("cn,cn->n", p - g, p - g))
+        total = np.sqrt(np.einsum("cn,cn->n", p + g, p + g))
+        return np.degrees(2 * np.arctan2(difference, total))
+
+    def compute(self) -> MetricResult:
+        result = super().compute()
+        return {"mErr": result["mErr"], "mean": result["mErr"], **result, "protocol": self.protocol}
+
+
+def _unit_or_zero(vectors: np.ndarray) -> np.ndarray:
+    """Columns of a ``3 x N`` array divided by their length; zero columns stay zero."""
+    norm = np.sqrt(np.einsum("cn,cn->n", vectors, vectors))
+    return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm != 0)

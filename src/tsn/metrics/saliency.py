@@ -14,7 +14,7 @@ from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, MetricResult, check_same_shape, single_map
 from tsn.utils.constants import IGNORE_INDEX
 
-__all__ = ["DEFAULT_THRESHOLDS", "SaliencyMetric"]
+__all__ = ["DEFAULT_THRESHOLDS", "INVPT_BETA_SQUARED", "SaliencyMetric", "InvptSaliencyMetric"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.2, 0.9, 15).tolist())
 """The reference's 15 thresholds on the predicted probability."""
@@ -84,3 +84,73 @@ class SaliencyMetric:
 def _count_above(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """How many ``scores`` are strictly greater than each threshold."""
     return scores.size - np.searchsorted(np.sort(scores), thresholds, side="right")
+
+
+INVPT_BETA_SQUARED = 0.3
+"""The F-measure's beta^2 of the InvPT family (salient-object detection's convention)."""
+
+
+class InvptSaliencyMetric:
+    """maxF over the whole set as the InvPT family's ``SaliencyMeter`` computes it.
+
+    Predictions are probabilities; the InvPT code stores them as ``255 * p`` and its meter divides by 255 and
+    applies a sigmoid *again* (``double_sigmoid``, the default and the published numbers: every value lands in
+    [0.5, 0.731], so only the thresholds from 0.5 up matter). Thresholds are ``torch.arange(0.05, 1, 0.05)``
+    (float32) with ``p >= t``; true, predicted and actual positives are summed over every valid pixel of the set
+    (label not ``ignore_index``); F = (1 + beta^2) P R / (beta^2 P + R) with beta^2 = 0.3, NaN F set to 0, maxF the
+    largest. ``double_sigmoid=False`` is the corrected variant: the probability is thresholded as it is.
+
+    Results: ``maxF`` (fraction; TaskPrompter prints it x100), ``threshold`` (of maxF, on the meter's scale),
+    ``F_per_threshold``, ``thresholds``, ``protocol``, ``n_images``. The counts are int64 where the meter keeps
+    float32 sums (exact there up to 2^24 pixels per threshold; beyond, the meter's own sums round).
+    """
+
+    def __init__(self, *, ignore_index: int = IGNORE_INDEX, double_sigmoid: bool = True) -> None:
+        import torch
+
+        self.ignore_index = ignore_index
+        self.double_sigmoid = double_sigmoid
+        self.protocol = "invpt" if double_sigmoid else "invpt-corrected"
+        self.thresholds = torch.arange(0.05, 1, 0.05)  # float32, exactly the meter's values
+        self.reset()
+
+    def reset(self) -> None:
+        size = len(self.thresholds)
+        self._tp = np.zeros(size, dtype=np.int64)
+        self._predicted = np.zeros(size, dtype=np.int64)
+        self._actual = 0
+        self._n_images = 0
+
+    def update(self, pred: ArrayLike, label: ArrayLike) -> None:
+        """Add one image: ``pred`` probabilities ``H x W`` (or ``1 x H x W``), ``label`` {0, 1} ``H x W``."""
+        import torch
+
+        label = single_map(label, "saliency label")
+        pred = single_map(pred, "saliency prediction")
+        check_same_shape(pred, label, "saliency")
+        valid = label != self.ignore_index
+        scores = torch.from_numpy(np.ascontiguousarray(pred[valid], dtype=np.float32))
+        if self.double_sigmoid:  # stored as 255 * p (float32), then p / 255 through a sigmoid by the meter
+            scores = torch.sigmoid(scores * 255 / 255.0)
+        positive = torch.from_numpy(np.ascontiguousarray(label[valid]).astype(np.int64))
+        above = scores[None, :] >= self.thresholds[:, None]
+        self._tp += (above & (positive[None, :] != 0)).sum(dim=1).numpy()
+        self._predicted += above.sum(dim=1).numpy()
+        self._actual += int(positive.sum())
+        self._n_images += 1
+
+    def compute(self) -> MetricResult:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = self._tp / self._predicted
+            recall = self._tp / np.float64(self._actual)
+            f_measure = (1 + INVPT_BETA_SQUARED) * precision * recall / (INVPT_BETA_SQUARED * precision + recall)
+        f_measure = np.where(np.isnan(f_measure), 0.0, f_measure)
+        best = int(np.argmax(f_measure))
+        return {
+            "maxF": float(f_measure[best]),
+            "threshold": float(self.thresholds[best]),
+            "F_per_threshold": f_measure.tolist(),
+            "thresholds": self.thresholds.tolist(),
+            "protocol": self.protocol,
+            "n_images": self._n_images,
+        }

@@ -32,6 +32,11 @@ class SegmentationMetric:
             are images whose person has no labelled part). A label that is one *other* class everywhere, or that
             mixes background and ignored pixels, is still scored, as there.
         class_names: optional names, copied into the result next to the per-class IoU.
+        absent_classes: ``"zero"`` (ASTMT, the survey, InvPT: a class absent from every label and prediction has
+            IoU 0 and still counts in the mean) or ``"nan"`` (LibMTL: its IoU is 0 / 0 = NaN, and so is mIoU).
+        uniform_rule: which labels ``skip_uniform_labels`` skips: ``"single-value"`` (ASTMT, the survey: the
+            label's only value is background or ignore) or ``"background-or-ignored"`` (InvPT's
+            ``AddIgnoreRegions``: every value is background or ignore, mixed or not).
 
     Results are fractions in ``[0, 1]`` (papers print them x100): ``mIoU`` (headline), ``pixel_acc``, ``IoU``
     (per class), plus ``num_classes``, ``skip_uniform_labels``, ``n_images`` (scored) and ``n_skipped``.
@@ -44,7 +49,15 @@ class SegmentationMetric:
         ignore_index: int = IGNORE_INDEX,
         skip_uniform_labels: bool = False,
         class_names: Sequence[str] = (),
+        absent_classes: str = "zero",
+        uniform_rule: str = "single-value",
     ) -> None:
+        if absent_classes not in ("zero", "nan"):
+            raise TsnError(f"absent_classes must be 'zero' or 'nan', got {absent_classes!r}")
+        if uniform_rule not in ("single-value", "background-or-ignored"):
+            raise TsnError(f"uniform_rule must be 'single-value' or 'background-or-ignored', got {uniform_rule!r}")
+        self.absent_classes = absent_classes
+        self.uniform_rule = uniform_rule
         if num_classes < 1:
             raise TsnError(f"a segmentation metric needs at least one class, got num_classes={num_classes}")
         if class_names and len(class_names) != num_classes:
@@ -77,9 +90,12 @@ class SegmentationMetric:
         self._n_images += 1
 
     def _is_background_or_ignored_only(self, label: np.ndarray) -> bool:
-        """The reference's skip rule: the label's only value is background (0) or the ignore index."""
+        """The reference's skip rule: the label's only value is background (0) or the ignore index (InvPT: every
+        value is one of the two)."""
         if label.size == 0:
             return False
+        if self.uniform_rule == "background-or-ignored":
+            return bool(np.isin(label, (BACKGROUND, self.ignore_index)).all())
         value = label.flat[0]
         return bool(value in (BACKGROUND, self.ignore_index) and (label == value).all())
 
@@ -96,7 +112,11 @@ class SegmentationMetric:
     def compute(self) -> MetricResult:
         tp = np.diag(self._confusion).astype(np.float64)
         union = self._confusion.sum(axis=0) + self._confusion.sum(axis=1) - tp
-        iou = tp / np.maximum(union, 1e-8)
+        if self.absent_classes == "nan":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                iou = tp / union
+        else:
+            iou = tp / np.maximum(union, 1e-8)
         labelled = self._confusion.sum()
         empty = self._n_images == 0
         result: MetricResult = {
@@ -105,6 +125,7 @@ class SegmentationMetric:
             "IoU": iou.tolist(),
             "num_classes": self.num_classes,
             "skip_uniform_labels": self.skip_uniform_labels,
+            "absent_classes": self.absent_classes,
             "n_images": self._n_images,
             "n_skipped": self._n_skipped,
         }

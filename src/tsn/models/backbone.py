@@ -2,16 +2,16 @@
 
 The decoder takes NCHW feature maps of any size. CNNs give those for any input size; transformers and MambaOut
 may give channels-last (NHWC) maps, which :func:`encode` converts, reading the format timm declares on the
-feature model (``output_fmt``); backbones built on a patch embedding need whole patches, so :func:`encode`
-pads the input to the size they take and the models crop their outputs back; and plain ViTs, whose levels share
-one stride, get a pyramid (:mod:`tsn.models.pyramid`). Pretrained weights come through timm, from its cache, the
+feature model (``output_fmt``). What a family of backbones needs besides is a backbone adapter
+(:mod:`tsn.models.backbone_adapters`): plain ViTs, whose levels share one stride, get a pyramid; backbones that
+need whole patches (a patch embedding) or whole windows (MaxViT) make :func:`encode` pad the input to the size
+they take, and the models crop their outputs back. Pretrained weights come through timm, from its cache, the
 hub or a local file, and an offline machine is told so at once (:func:`check_pretrained_reachable`);
 :func:`encoder_layer_ids` gives the block depths for layer-wise learning-rate decay (docs/backbones.md).
 """
 
 from __future__ import annotations
 
-import math
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsn.errors import TsnError
-from tsn.models.config import PAPER_DECODER_CHANNELS, ModelConfig
-from tsn.models.pyramid import ViTPyramid, is_plain_vit
+from tsn.models.backbone_adapters import adapt_encoder, adapters_input_multiple
+from tsn.models.model_config import PAPER_DECODER_CHANNELS, ModelConfig
 
 if TYPE_CHECKING:  # timm is imported lazily at run time (see create_encoder)
     from timm.models import FeatureInfo
@@ -62,7 +62,8 @@ def create_encoder(
     """A timm ``features_only`` model returning NCHW or NHWC feature maps, shallow to deep.
 
     For ``resnet18`` these are the paper's five stages (64, 64, 128, 256, 512 channels at strides 2 to 32):
-    conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4. A plain ViT (every level at one stride) is wrapped in
+    conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4. The backbone adapters that apply then adapt it
+    (:func:`tsn.models.backbone_adapters.adapt_encoder`): a plain ViT (every level at one stride) is wrapped in
     :class:`tsn.models.pyramid.ViTPyramid`, which gives it four levels at 1/4 to 2 patch sizes.
 
     Backbones that are built for one input size (Swin, ViT) are asked for ``dynamic_img_size=True``, timm's switch
@@ -107,9 +108,7 @@ def create_encoder(
     if output_format not in ("NCHW", "NHWC"):
         raise TsnError(f"backbone {backbone!r} gives {output_format} token sequences, not feature maps; use a "
                        "backbone whose timm features_only model gives NCHW or NHWC maps (docs/backbones.md)")
-    if is_plain_vit(encoder):
-        return ViTPyramid(encoder)
-    return encoder
+    return adapt_encoder(encoder)
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:
@@ -278,21 +277,17 @@ def encoder_output_format(encoder: nn.Module) -> str:
 
 
 def encoder_input_multiple(encoder: nn.Module) -> tuple[int, int]:
-    """Height and width multiples the encoder's input must have: 1 for CNNs; for a backbone with a timm patch
-    embedding that needs whole patches (Swin, ViT with ``dynamic_img_size``), its patch size."""
-    from timm.layers import PatchEmbed
-
-    height, width = 1, 1
-    for module in encoder.modules():
-        if isinstance(module, PatchEmbed) and module.img_size is not None and not module.dynamic_img_pad:
-            height = math.lcm(height, int(module.patch_size[0]))
-            width = math.lcm(width, int(module.patch_size[1]))
-    return height, width
+    """Height and width multiples the encoder's input must have: 1 for CNNs; the least common multiple of what the
+    backbone adapters that apply ask for (:mod:`tsn.models.backbone_adapters`): the patch size of a timm patch
+    embedding that needs whole patches (Swin, ViT with ``dynamic_img_size``), a stage's reduction times its
+    window for window attention whose window must divide the map (MaxViT)."""
+    return adapters_input_multiple(encoder)
 
 
 def encode(encoder: nn.Module, image: torch.Tensor, multiple: Sequence[int]) -> list[torch.Tensor]:
     """The encoder's NCHW feature maps of ``image``, zero-padded at the bottom and right to the ``multiple``
-    (:func:`encoder_input_multiple`) the encoder needs; decode at :func:`padded_size` and :func:`crop` back.
+    (:func:`encoder_input_multiple`: whole patches or windows) the encoder needs; decode at :func:`padded_size` and
+    :func:`crop` back.
 
     Zero after the input normalisation is the dataset's mean colour; padding only the far sides keeps the image's
     pixel grid where it is, so the cropped output gives each pixel its own prediction. No multiple, no padding:

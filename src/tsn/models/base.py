@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tsn.errors import TsnError
-from tsn.models.config import ModelConfig
+from tsn.models.model_config import ModelConfig
 from tsn.tasks import TaskSpec, get_task
 
 __all__ = ["DensePredictionModel", "TaskArg"]

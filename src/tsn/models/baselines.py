@@ -7,6 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from tsn.models.architectures import register_architecture
 from tsn.models.backbone import (
     UNetDecoder,
     build_encoder,
@@ -18,8 +19,8 @@ from tsn.models.backbone import (
     padded_size,
 )
 from tsn.models.base import DensePredictionModel
-from tsn.models.config import ModelConfig
 from tsn.models.layers import ConvBlock
+from tsn.models.model_config import ModelConfig
 
 __all__ = ["SingleTaskNet", "MultiHeadNet"]
 
@@ -30,6 +31,7 @@ def _plain_decoder(config: ModelConfig, encoder: nn.Module) -> UNetDecoder:
     return UNetDecoder(encoder_channels, decoder_channels, partial(ConvBlock, norm=config.norm))
 
 
+@register_architecture("single_task", task_count=1)
 class SingleTaskNet(DensePredictionModel):
     """The paper's single-task baseline: the same U-Net, blocks conv -> InstanceNorm(affine) -> ReLU, no task code."""
 
@@ -48,6 +50,7 @@ class SingleTaskNet(DensePredictionModel):
         return {name: out for name in names}
 
 
+@register_architecture("multi_head", per_task_parameters=True)
 class MultiHeadNet(DensePredictionModel):
     """The field's standard multi-task baseline: a shared encoder and one unconditioned decoder + head per task.
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ import torch
 
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, ModelConfig, build_model
+from tsn.models.checkpoint_checks import check_stored_payload, check_weights_fit_config
 from tsn.utils.checks import one_line
 from tsn.utils.io import atomic_torch_save, atomic_write
+from tsn.utils.parsing import parse_json
 
 __all__ = [
     "FORMAT",
@@ -33,6 +36,10 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "load_model",
+    "ModelSource",
+    "register_model_source",
+    "is_registered_source",
+    "check_model_source",
     "load_state_dict_checked",
     "describe_file",
 ]
@@ -159,18 +166,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     A file that is not a tsn checkpoint is refused with what it is (an empty file, a PNG image, a text file, a
     zip archive, a raw state dict, an authors' checkpoint...) and what was expected.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "model.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise TsnError(
-                f"checkpoint {path} is a folder without checkpoints/best.pt, checkpoints/last.pt or model.pt; "
-                "give a checkpoint file or a tsn train run folder"
-            )
-        path = found
-    if not path.exists():
-        raise TsnError(f"checkpoint {path} does not exist; check the path")
+    from tsn.run_folder import resolve_checkpoint
+
+    path = resolve_checkpoint(path)  # a run folder stands for its checkpoint (tsn.run_folder: the layout)
     if not path.is_file():
         raise TsnError(f"checkpoint {path} is not a regular file; {_EXPECTED}")
     if path.stat().st_size == 0:
@@ -193,10 +191,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"checkpoint {path} is a safetensors file without tsn metadata; if it holds the authors' weights, "
                 "convert it with `tsn convert`"
             )
-        try:
-            config = json.loads(metadata["config"])
-        except ValueError:
-            raise TsnError(f"checkpoint {path} has a corrupt model config in its metadata; re-save it") from None
+        config = parse_json(metadata["config"], f"checkpoint {path}: the model config in its metadata")
         payload = {
             "format": FORMAT,
             "format_version": int(metadata.get("format_version", 0) or 0),
@@ -226,6 +221,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} has checkpoint format version {payload['format_version']}, newer than this tsn "
             f"({FORMAT_VERSION}); upgrade tsn"
         )
+    check_stored_payload(payload["config"], payload["state_dict"], path)  # ranges, finite weights: one line
     payload["path"] = str(path)
     return payload
 
@@ -248,7 +244,19 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> DensePredictionModel:
-    """Rebuild the model a checkpoint describes and load its weights (in eval mode)."""
+    """The one loader of a model, in eval mode on ``map_location``, from any of:
+
+    * a shared pretrained model (``hf-hub:ORG/NAME[@REV]``, or a local folder holding ``config.json`` and
+      ``model.safetensors``), read by :func:`tsn.hub.load_pretrained` (asked first, through
+      :func:`tsn.hub.is_pretrained_source`), or another source added with :func:`register_model_source`;
+    * a checkpoint file (``.pt`` / ``.safetensors``) or a ``tsn train`` run folder (its best checkpoint, else its
+      last: :func:`tsn.run_folder.resolve_checkpoint`), rebuilt from the config the checkpoint holds.
+
+    Every command and the Python API load models through this function; bad sources are one-line errors.
+    """
+    pretrained = _load_pretrained(path, map_location)
+    if pretrained is not None:
+        return pretrained
     payload = read_checkpoint(path)
     try:
         config = ModelConfig.from_dict(payload["config"])
@@ -257,9 +265,84 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
             f"checkpoint {payload['path']} holds a model config this tsn cannot build ({one_line(error, 160)}); "
             "re-save or re-convert it"
         ) from None
+    check_weights_fit_config(config, payload["state_dict"], payload["path"])  # on meta: before any allocation
     model = build_model(config.replace(pretrained=False, pretrained_file=None))  # weights: the checkpoint's
     load_state_dict_checked(model, payload["state_dict"], str(payload["path"]))
     return model.to(map_location).eval()
+
+
+# ------------------------------------------------------------------------------------------------ model sources
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A kind of model source the loader hands over before reading checkpoints: ``claims(source)`` says whether
+    ``source`` is one, ``load(source, map_location=...)`` returns its model."""
+
+    name: str
+    claims: Callable[[str | os.PathLike[str]], bool]
+    load: Callable[..., DensePredictionModel]
+
+
+_MODEL_SOURCES: dict[str, ModelSource] = {}
+_BUILTIN_SOURCES: dict[str, tuple[str, str, str]] = {
+    # Shared pretrained models (hf-hub:ORG/NAME, or a folder with config.json + model.safetensors). tsn.hub is a
+    # room above the models (it builds and saves them), so it plugs in by name, resolved when first needed.
+    "pretrained": ("tsn.hub", "is_pretrained_source", "load_pretrained"),
+}
+
+
+def register_model_source(
+    name: str, claims: Callable[[str | os.PathLike[str]], bool], load: Callable[..., DensePredictionModel]
+) -> ModelSource:
+    """Teach :func:`load_model` (and every command) a new kind of model source, tried before checkpoint files
+    and run folders: e.g. a lab's own model zoo. A name already registered is refused in one line."""
+    if name in _MODEL_SOURCES or name in _BUILTIN_SOURCES:
+        raise TsnError(f"a model source named {name!r} is already registered; choose another name")
+    _MODEL_SOURCES[name] = source = ModelSource(name, claims, load)
+    return source
+
+
+def _model_sources() -> list[ModelSource]:
+    import importlib
+
+    for name, (module_name, claims, load) in _BUILTIN_SOURCES.items():
+        if name not in _MODEL_SOURCES:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:  # a build without that room (e.g. no sharing module): checkpoints still load
+                continue
+            _MODEL_SOURCES[name] = ModelSource(name, getattr(module, claims), getattr(module, load))
+    return list(_MODEL_SOURCES.values())
+
+
+def _source_for(source: str | os.PathLike[str]) -> ModelSource | None:
+    return next((kind for kind in _model_sources() if kind.claims(source)), None)
+
+
+def is_registered_source(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` is a registered kind of model source (a pretrained folder, an ``hf-hub:`` name...)."""
+    return _source_for(source) is not None
+
+
+def check_model_source(source: str | os.PathLike[str]) -> None:
+    """The loader's one-line refusal of a missing checkpoint or a folder without one, for commands that check
+    their inputs before loading anything (``tsn serve``); registered sources (a shared model) pass."""
+    from tsn.run_folder import resolve_checkpoint
+
+    if _source_for(source) is None:
+        resolve_checkpoint(source)
+
+
+def _load_pretrained(
+    source: str | os.PathLike[str], map_location: str | torch.device
+) -> DensePredictionModel | None:
+    """The model of a registered source (a shared pretrained model first), or None when ``source`` is none."""
+    kind = _source_for(source)
+    if kind is None:
+        return None
+    model: DensePredictionModel = kind.load(source, map_location=map_location)
+    return model.eval()
 
 
 def _unwrap(model: torch.nn.Module) -> DensePredictionModel:

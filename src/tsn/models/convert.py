@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.errors import TsnError
 from tsn.models import DensePredictionModel, ModelConfig, build_model, model_config
-from tsn.models.checkpoint import save_checkpoint
+from tsn.models.checkpoint import describe_file, save_checkpoint
 from tsn.tasks import get_task
 
 __all__ = ["convert_official_state_dict", "load_official_checkpoint", "convert_official_checkpoint"]
@@ -240,9 +240,9 @@ def load_official_checkpoint(
         raise TsnError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise TsnError(f"cannot read {path}: {first}") from None
+    except Exception:  # what the file is says more than the unpickler's message ("101", "pop from empty list")
+        raise TsnError(f"cannot read {path}: it is {describe_file(path)}; expected an authors' TSNs checkpoint "
+                       "(tsns_model.pth, single_task_<task>.pth)") from None
     if isinstance(payload, dict) and payload.get("format") == "tsn-checkpoint":
         raise TsnError(f"{path} is already a tsn checkpoint; no conversion needed")
     state = _unwrap_state(payload, str(path), notes or (lambda _line: None))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.errors import TsnError
+from tsn.models.architectures import get_architecture
 from tsn.models.base import DensePredictionModel
-from tsn.models.config import ModelConfig
+from tsn.models.model_config import ModelConfig
 
 __all__ = [
     "MODEL_PRESETS",
@@ -32,16 +32,9 @@ __all__ = [
 ]
 
 
-def _architectures() -> dict[str, Callable[[ModelConfig], DensePredictionModel]]:
-    from tsn.models.baselines import MultiHeadNet, SingleTaskNet
-    from tsn.models.tsn import TaskSwitchingNet
-
-    return {"tsn": TaskSwitchingNet, "single_task": SingleTaskNet, "multi_head": MultiHeadNet}
-
-
 def _dataset(dataset: str, arch: str, **extra: Any) -> ModelConfig:
     channels = get_dataset(dataset).tasks  # in the order a model of that dataset uses (PASCAL: the paper's)
-    return ModelConfig(arch=arch, tasks=tuple(channels), task_channels=dict(channels), **extra)  # type: ignore[arg-type]
+    return ModelConfig(arch=arch, tasks=tuple(channels), task_channels=dict(channels), **extra)
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -143,11 +136,44 @@ def model_config(preset: str, **overrides: Any) -> ModelConfig:
 
 
 def build_model(config: ModelConfig) -> DensePredictionModel:
-    """Instantiate the model a config describes (weights freshly initialised, or pretrained backbone if asked)."""
-    return _architectures()[config.arch](config)
+    """Instantiate the model a config describes (weights freshly initialised, or pretrained backbone if asked), with
+    the builder its architecture's name is registered with (:mod:`tsn.models.architectures`)."""
+    model = get_architecture(config.arch).build(config)
+    if not isinstance(model, DensePredictionModel):
+        raise TsnError(f"architecture {config.arch!r} built a {type(model).__name__}, not a "
+                       "tsn.models.DensePredictionModel; its builder must return one")
+    return model
 
 
 def create_model(preset: str | ModelConfig, **overrides: Any) -> DensePredictionModel:
-    """``create_model("tsn_r18_pascal")`` builds the paper's TSN; a :class:`ModelConfig` is built as given."""
+    """``create_model("tsn_r18_pascal")`` builds the paper's TSN; a :class:`ModelConfig` is built as given.
+
+    As in timm, a shared model is created by name: ``create_model("hf-hub:ORG/NAME[@REV]")`` or the path of a
+    pretrained folder loads it as it was saved. ``pretrained`` is the backbone's flag when it is a bool (timm's
+    ImageNet weights); given a model source instead (a pretrained folder, ``hf-hub:`` name, checkpoint or run
+    folder), the preset is built from that source's weights, and a source of another architecture is refused in
+    one line.
+    """
+    from tsn.models.checkpoint import is_registered_source, load_model
+
+    if isinstance(preset, str) and not overrides and preset not in MODEL_PRESETS and is_registered_source(preset):
+        return load_model(preset)
+    source = overrides.get("pretrained")
+    if source is not None and not isinstance(source, bool):
+        del overrides["pretrained"]
     config = preset.replace(**overrides) if isinstance(preset, ModelConfig) else model_config(preset, **overrides)
-    return build_model(config)
+    if source is None or isinstance(source, bool):
+        return build_model(config)
+    model = load_model(source)
+    wanted, found = _architecture(config), _architecture(model.config)
+    differing = [key for key in wanted if wanted[key] != found.get(key)]
+    if differing:
+        shown = "; ".join(f"{key}: {found.get(key)!r} there, {wanted[key]!r} asked" for key in differing[:3])
+        raise TsnError(f"pretrained={source!s}: not the model asked for ({shown}); load it as it is with "
+                       "tsn.load_model, or ask for its own configuration")
+    return model
+
+
+def _architecture(config: ModelConfig) -> dict[str, Any]:
+    """A model config without where its backbone's first weights came from: a source's weights replace them."""
+    return config.replace(pretrained=False, pretrained_file=None).to_dict()

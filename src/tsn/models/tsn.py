@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tsn.errors import TsnError
+from tsn.models.architectures import register_architecture
 from tsn.models.backbone import (
     UNetDecoder,
     build_encoder,
@@ -21,8 +22,8 @@ from tsn.models.backbone import (
     padded_size,
 )
 from tsn.models.base import DensePredictionModel
-from tsn.models.config import ModelConfig
 from tsn.models.layers import AdaINConvBlock, EqualLinear, PixelNorm, pool_channels
+from tsn.models.model_config import ModelConfig
 
 __all__ = ["TaskEmbeddingNet", "TaskSwitchingNet"]
 
@@ -59,6 +60,7 @@ class TaskEmbeddingNet(nn.Module):
         return self.layers(code.to(self.layers.get_parameter("1.weight_orig")))
 
 
+@register_architecture("tsn")
 class TaskSwitchingNet(DensePredictionModel):
     """TSN (Sun et al., ICCV 2021): the network performs one task at a time, selected by a learned task embedding.
 

@@ -29,10 +29,10 @@ from tsn.models.base import DensePredictionModel
 from tsn.serving.engine import MIX_STEPS, Mixing, Prediction, Showcase, UploadTooLarge, data_url
 from tsn.utils.checks import one_line
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "FORM_OVERHEAD"]
 
 _READ_CHUNK = 1 << 20
-_FORM_OVERHEAD = 1 << 16
+FORM_OVERHEAD = 1 << 16
 """Bytes a multipart form adds around the file (boundaries, headers, the slider's fields), generously."""
 
 
@@ -95,7 +95,7 @@ def create_app(
     async def _refuse_huge_bodies(request: Request, call_next: Any) -> Any:
         """Refuse a body announced as far over the upload limit before it is received and parsed."""
         announced = request.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > showcase.max_upload_bytes + _FORM_OVERHEAD:
+        if announced.isdigit() and int(announced) > showcase.max_upload_bytes + FORM_OVERHEAD:
             return JSONResponse({"error": showcase.too_large("the upload")}, status_code=413)
         return await call_next(request)
 

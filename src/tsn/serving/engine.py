@@ -1,15 +1,21 @@
 """What the page shows, without the web: one model loaded once, predictions on an image, the task-space slider.
 
 :class:`Showcase` is the whole server-side logic of ``tsn serve`` (the web layer in :mod:`tsn.serving.app` only
-moves bytes): it reads an uploaded file through :func:`tsn.data.images.decode_image` (one-line errors for every
-bad file), predicts every task with :func:`tsn.predict`, draws each prediction with its ``TaskSpec.render``,
-writes the authors' file with :func:`tsn.inference.predict.save_prediction` (``TaskSpec.to_saved``), renders
-synthetic scenes with :func:`tsn.data.synthetic.render_scene` and walks the task space with
-:meth:`tsn.models.tsn.TaskSwitchingNet.decode_mixtures`.
+moves bytes). It works in memory: an upload's bytes are decoded by the inference pipeline
+(:func:`tsn.inference.pipeline.read_image`: one-line errors for every bad file), every task is predicted by the
+same pipeline as :func:`tsn.predict` and ``tsn predict`` (:class:`tsn.inference.pipeline.Pipeline`), each
+prediction is drawn with its ``TaskSpec.render`` and saved as the authors' file bytes
+(:func:`tsn.inference.pipeline.saved_files`); no temporary file or folder is opened. Synthetic scenes come from
+:func:`tsn.data.synthetic.render_scene`; the task space is walked with
+:meth:`tsn.models.tsn.TaskSwitchingNet.decode_mixtures`, each position restored by the pipeline.
+
+The work of one request is bounded: uploads up to :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_PIXELS` (stored,
+checked before decoding), predictions within :data:`PAGE_BUDGET` (a larger or extremely elongated image is
+predicted and shown at the largest size within it, same aspect), the slider's pictures within
+:data:`MIX_OUTPUT_PIXELS`, and an answer of at most :data:`MAX_ANSWER_BYTES` (one-line refusal otherwise).
 
 Concurrency: a :class:`Showcase` holds no per-request state. Every method takes its input and returns a fresh
-result; the one shared object, the model, is only run under a lock (a forward pass is not re-entrant while
-``tsn.predict`` switches the model's eval mode), so concurrent requests never mix results.
+result; the one shared object, the model, is only run under a lock, so concurrent requests never mix results.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tsn.data.images import decode_image
 from tsn.data.transforms import build_transforms
 from tsn.errors import TsnError
-from tsn.inference.api import MIN_SIDE
-from tsn.inference.api import predict as predict_image
-from tsn.inference.predict import check_input_size, restore_predictions, save_prediction
+from tsn.inference.pipeline import Pipeline, PixelBudget, PreparedImage, Resize, read_image, saved_files
 from tsn.models.base import DensePredictionModel
 from tsn.models.checkpoint import load_model
 from tsn.models.layers import pool_channels
@@ -43,6 +45,9 @@ from tsn.tasks import TaskSpec
 __all__ = [
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_PIXELS",
+    "PAGE_BUDGET",
+    "MIX_OUTPUT_PIXELS",
+    "MAX_ANSWER_BYTES",
     "MIX_STEPS",
     "SCENE_SEED",
     "SCENE_SPLIT",
@@ -64,6 +69,15 @@ read whole."""
 MAX_UPLOAD_PIXELS = 50_000_000
 """Largest image (stored pixels) the page decodes: a 50-megapixel camera picture; larger ones are refused before
 any pixel is decoded (far below Pillow's decompression-bomb limit, which is meant for batch jobs, not a page)."""
+PAGE_BUDGET = PixelBudget(pixels=2**21, side=4096)
+"""Predictions on the page: at most 2.1 megapixels (1920 x 1080 fits) and 4096 pixels a side. A larger upload (after
+the decoder's own reduction) is shown and predicted at the largest size within it, with the same aspect."""
+MIX_OUTPUT_PIXELS = 2**23
+"""Pixels of all the slider's pictures of one request together (two readings per position): 11 positions at up to
+617 x 617, 101 at up to 204 x 204; the image is shown and mixed at the largest size within it."""
+MAX_ANSWER_BYTES = 64 * 2**20
+"""Largest answer (its pictures and files, before base64) a request may produce; the budgets above keep ordinary
+answers far below it, so reaching it means an image that compresses as badly as noise: refused in one line."""
 MIX_STEPS = 11
 """Positions of the task-space slider: ``a = 0, 0.1, ..., 1``, computed in one request so that the slider moves
 without a round trip."""
@@ -195,16 +209,15 @@ class Showcase:
             model = model if device is None else model.to(device)
         else:
             raise TsnError(f"expected a tsn model or a checkpoint path, got a {type(model).__name__}")
-        self.size = (int(size[0]), int(size[1]))
-        if min(self.size) < MIN_SIDE:
-            raise TsnError(f"--size {self.size[0]}x{self.size[1]}: use at least {MIN_SIDE} x {MIN_SIDE}")
-        check_input_size(model, self.size)
-        self.model = model.eval()
+        self.pipeline = Pipeline(model.eval(), fit=Resize((int(size[0]), int(size[1]))), budget=PAGE_BUDGET)
+        fit = self.pipeline.fit
+        assert isinstance(fit, Resize)
+        self.size = fit.size
+        self.model = model
         self.specs: dict[str, TaskSpec] = dict(model.task_specs)
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self._lock = threading.Lock()
-        self._transform = build_transforms("eval", self.size, tasks=(), seed=0)
 
     # ------------------------------------------------------------------------------------------------ facts
     @property
@@ -236,25 +249,19 @@ class Showcase:
     # ------------------------------------------------------------------------------------------------ input
     def decode(self, payload: bytes, filename: str = "upload") -> tuple[np.ndarray, tuple[int, int]]:
         """An uploaded file's bytes -> (uint8 RGB pixels, the image's full ``(H, W)``), or a one-line
-        :class:`TsnError` naming the upload.
+        :class:`TsnError` naming the upload. In memory: the bytes are never written to disk.
 
-        The image is read by :func:`tsn.data.images.decode_image`, as ``tsn predict`` reads files: an image at
-        least twice the network input per side is decoded reduced (the pixels the page predicts and shows),
-        every other image at its own size.
+        The image is read as ``tsn predict`` reads files (an image at least twice the network input per side is
+        decoded reduced), then reduced further to fit :data:`PAGE_BUDGET`: the pixels the page predicts and shows.
         """
         shown = filename or "upload"
         if not payload:
             raise TsnError(f"{shown}: the file is empty; choose an image file (PNG, JPEG, ...)")
         if len(payload) > self.max_upload_bytes:
             raise UploadTooLarge(self.too_large(shown))
-        with tempfile.TemporaryDirectory(prefix="tsn-serve-") as folder:
-            path = Path(folder) / "upload"  # formats are told by their content; the client's name is never a path
-            path.write_bytes(payload)
-            try:
-                decoded = decode_image(path, target_size=self.size, max_pixels=self.max_pixels)
-            except TsnError as error:
-                raise TsnError(str(error).replace(str(path), shown)) from None
-        return decoded.pixels, decoded.size
+        # Formats are told by their content; the client's name is only used in messages.
+        pixels, original = read_image(payload, target_size=self.size, max_pixels=self.max_pixels, name=shown)
+        return PAGE_BUDGET.shrink(pixels), original
 
     def too_large(self, filename: str) -> str:
         """The one-line refusal of an upload over :attr:`max_upload_bytes`."""
@@ -278,20 +285,23 @@ class Showcase:
 
         ``labels``: a synthetic scene's sample; its labels of the model's tasks are drawn as ground truth.
         """
+        pixels = PAGE_BUDGET.shrink(np.asarray(pixels))
         with self._lock:
-            maps = predict_image(self.model, pixels, size=self.size)
+            maps = self.pipeline.predict(pixels)
         stem = _safe_stem(name)
         outputs = [self._output(self.specs[task], prediction, stem) for task, prediction in maps.items()]
+        del maps
         truth = self._truth(labels, pixels.shape[:2]) if labels is not None else {}
         height, width = pixels.shape[:2]
-        return Prediction(stem, _picture(pixels), outputs, truth, original_size or (int(height), int(width)))
+        prediction = Prediction(stem, _picture(pixels), outputs, truth, original_size or (int(height), int(width)))
+        _check_answer(stem, [prediction.image, *(o.picture for o in outputs), *truth.values()],
+                      sum(len(o.saved) for o in outputs))
+        return prediction
 
     def _output(self, spec: TaskSpec, prediction: np.ndarray, stem: str) -> TaskOutput:
+        # The authors' convention, in memory: the bytes `tsn predict --save-format authors` writes.
+        saved = saved_files(spec, prediction, "authors")[spec.saved_suffix]
         filename = f"{stem}_{spec.name}{spec.saved_suffix}"
-        with tempfile.TemporaryDirectory(prefix="tsn-serve-") as folder:
-            # The authors' convention, written by the code `tsn predict --save-format authors` uses.
-            save_prediction(spec, prediction, folder, stem, "authors")
-            saved = (Path(folder) / f"{stem}{spec.saved_suffix}").read_bytes()
         return TaskOutput(spec.name, spec.title, _picture(spec.render(prediction)), saved, filename)
 
     def _truth(self, sample: Mapping[str, Any], size: Sequence[int]) -> dict[str, Picture]:
@@ -319,30 +329,38 @@ class Showcase:
             raise TsnError(f"the slider has 2 to 101 positions, got {steps}")
         alphas = [index / (steps - 1) for index in range(steps)]
         mixtures = [{first: 1.0 - alpha, last: alpha} if first != last else {first: 1.0} for alpha in alphas]
-        size = (int(pixels.shape[0]), int(pixels.shape[1]))
-        raw = self._decode_mixtures(pixels, mixtures)
+        per_picture = MIX_OUTPUT_PIXELS // (2 * steps)
+        pixels = PixelBudget(per_picture, PAGE_BUDGET.side).shrink(PAGE_BUDGET.shrink(np.asarray(pixels)))
+        item = self.pipeline.preparer.prepare_pixels(pixels)
+        raw = self._decode_mixtures(item.tensor, mixtures)
         frames = []
         for alpha, maps in zip(alphas, raw, strict=True):
-            readings = [self._read_as(self.specs[task], maps, size) for task in (first, last)]
+            readings = [self._read_as(self.specs[task], maps, item) for task in (first, last)]
             frames.append(MixFrame(alpha, *readings))
+        _check_answer("the slider", [p for frame in frames for p in (frame.as_start, frame.as_end)], 0)
         return Mixing(first, last, frames)
 
-    def _decode_mixtures(self, pixels: np.ndarray, mixtures: list[dict[str, float]]) -> torch.Tensor:
+    def _decode_mixtures(self, tensor: torch.Tensor, mixtures: list[dict[str, float]]) -> torch.Tensor:
         """Raw maps ``K x 1 x C x h x w`` (CPU), decoded :data:`MIX_PIXELS_PER_CALL` output pixels at a time."""
         model = self.model
         assert isinstance(model, TaskSwitchingNet)
-        batch = self._transform({"image": pixels})["image"][None]
         per_call = max(1, MIX_PIXELS_PER_CALL // (self.size[0] * self.size[1]))
         chunks = []
         with self._lock, torch.inference_mode():
-            batch = batch.to(model.head.weight.device)
+            batch = tensor[None].to(model.head.weight.device)
             for first in range(0, len(mixtures), per_call):
                 chunks.append(model.decode_mixtures(batch, mixtures[first : first + per_call]).float().cpu())
         return torch.cat(chunks)
 
-    def _read_as(self, spec: TaskSpec, maps: torch.Tensor, size: tuple[int, int]) -> Picture:
-        """Raw shared-layer maps (``1 x C x h x w``) read as ``spec``: its channels, its postprocessing, resized
-        to the image like any prediction, drawn by its ``render``."""
-        raw = pool_channels(maps, spec.channels)
-        (restored,) = restore_predictions({spec.name: raw}, {spec.name: spec}, [size])
-        return _picture(spec.render(restored[spec.name]))
+    def _read_as(self, spec: TaskSpec, maps: torch.Tensor, item: PreparedImage) -> Picture:
+        """Raw shared-layer maps (``1 x C x h x w``) read as ``spec``: its channels, restored by the pipeline like
+        any prediction, drawn by its ``render``."""
+        return _picture(spec.render(self.pipeline.restore(spec, pool_channels(maps, spec.channels), item)))
+
+
+def _check_answer(what: str, pictures: Sequence[Picture], extra_bytes: int) -> None:
+    """A one-line refusal when an answer's pictures and files exceed :data:`MAX_ANSWER_BYTES`."""
+    total = extra_bytes + sum(len(picture.png) for picture in pictures)
+    if total > MAX_ANSWER_BYTES:
+        raise TsnError(f"{what}: the answer would be {_mib(total)}, over the page's {_mib(MAX_ANSWER_BYTES)}; "
+                       "upload a smaller image (or choose fewer slider positions)")

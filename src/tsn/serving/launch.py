@@ -24,6 +24,7 @@ __all__ = [
     "run_input_size",
     "check_port",
     "train_demo_run",
+    "keep_uploads_in_memory",
     "serve",
 ]
 
@@ -47,32 +48,33 @@ def latest_demo_run(root: str | os.PathLike[str] = DEMO_RUNS) -> Path | None:
     """The newest finished ``tsn demo`` run under ``root`` (its folder; None when there is none).
 
     Demo folders are named by their start time, so the newest sorts last; a run counts once it finished (it wrote
-    ``metrics.json``) and holds a checkpoint.
+    its demo metrics) and holds a checkpoint (:mod:`tsn.run_folder`).
     """
+    from tsn.run_folder import RunPaths, checkpoint_in
+
     root = Path(root)
     if not root.is_dir():
         return None
     for run in sorted(root.glob("demo-*"), reverse=True):
-        finished = (run / "metrics.json").is_file()
-        if finished and any((run / "checkpoints" / name).is_file() for name in ("best.pt", "last.pt")):
+        if RunPaths(run).demo_metrics.is_file() and checkpoint_in(run) is not None:
             return run
     return None
 
 
 def run_input_size(checkpoint: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """The network input size a ``tsn train`` run was trained at (its ``config.yaml``), for a run folder or a
-    checkpoint inside one; None for a checkpoint outside a run or an unreadable config."""
-    path = Path(checkpoint)
-    for folder in (path, path.parent, path.parent.parent):
-        config = folder / "config.yaml"
-        if config.is_file():
-            from tsn.training import load_config
+    """The network input size a ``tsn train`` run was trained at (its config), for a run folder or a checkpoint
+    inside one; None for a checkpoint outside a run or an unreadable config."""
+    from tsn.run_folder import config_of
 
-            try:
-                return load_config(config).data.input_size
-            except TsnError:
-                return None
-    return None
+    config = config_of(checkpoint)
+    if config is None:
+        return None
+    from tsn.training import load_config
+
+    try:
+        return load_config(config).data.input_size
+    except TsnError:
+        return None
 
 
 def check_port(host: str, port: int) -> None:
@@ -105,6 +107,21 @@ def train_demo_run(out: str | os.PathLike[str] | None = None, notes: Callable[[s
     return out
 
 
+def keep_uploads_in_memory(limit: int) -> None:
+    """Make the web framework hold uploads of up to ``limit`` bytes in memory.
+
+    Starlette parses a multipart upload into a ``SpooledTemporaryFile`` that rolls over to a temporary file on
+    disk past 1 MiB; raising its threshold to the page's own upload limit keeps every accepted upload in memory
+    (larger ones are refused before they are read whole). A class attribute, so process-wide: ``serve`` sets it
+    for its own process only; :func:`tsn.serving.app.create_app` leaves it to the embedding program.
+    """
+    from starlette.formparsers import MultiPartParser
+
+    from tsn.serving.app import FORM_OVERHEAD
+
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, int(limit) + FORM_OVERHEAD)
+
+
 def serve(
     checkpoint: str | os.PathLike[str] | None = None,
     *,
@@ -134,14 +151,16 @@ def serve(
             found = train_demo_run(notes=notes)
         notes(f"serving the demo run {found}")
         checkpoint = found
-    elif not Path(checkpoint).expanduser().exists():
-        raise TsnError(f"checkpoint {checkpoint} does not exist; give a checkpoint file or a tsn train run folder "
-                       "(or leave --checkpoint out to serve the latest `tsn demo` run)")
+    else:
+        from tsn.models.checkpoint import check_model_source
+
+        check_model_source(checkpoint)  # the loader's own refusal, before the web app starts
     import uvicorn
 
     from tsn.serving.app import create_app
 
     app = create_app(checkpoint, size=size or run_input_size(checkpoint) or (512, 512), device=str(run_on))
+    keep_uploads_in_memory(app.state.showcase.max_upload_bytes)
     shown = f"[{host}]" if ":" in host else host
     notes(f"tsn serve: open http://{shown}:{port} in a browser (Ctrl-C stops the server)")
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

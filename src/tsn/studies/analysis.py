@@ -19,6 +19,12 @@ embeddings ``w`` (:meth:`~tsn.models.tsn.TaskSwitchingNet.decode_embeddings`). E
 start task and as the end task (the shared output layer's maps pooled to each task's channels and postprocessed
 by its kind), which shows where along the path the network switches from one task to the other.
 :func:`write_task_path` saves that figure; :func:`path_image` reads an image file or renders a synthetic scene.
+
+The image reaches the network through the inference pipeline (:mod:`tsn.inference.pipeline`) with a pad fit: at
+its own size (reduced to at most :data:`PATH_IMAGE_SIDE` pixels a side: a pane of the figure is 160 pixels wide),
+zero-padded up to the model's minimum side and cropped back, so any image from 1 x 1 pixel on is walked. The
+work is bounded: at most :data:`MAX_PATH_STEPS` steps, and a figure of bounded size (each pane keeps the image's
+aspect up to 4 : 1).
 """
 
 from __future__ import annotations
@@ -54,11 +60,14 @@ __all__ = [
     "plot_dendrogram",
     "write_analysis",
     "PATH_SPACES",
+    "MAX_PATH_STEPS",
+    "PATH_IMAGE_SIDE",
     "TaskPath",
     "path_image",
     "task_path",
     "plot_task_path",
     "write_task_path",
+    "run_analysis",
 ]
 
 LINKAGE_METHOD = "average"
@@ -228,6 +237,13 @@ def write_analysis(
 # ------------------------------------------------------------------------------------------------ task paths
 PATH_SPACES = ("code", "embedding")
 """Where a task path is a straight line: between the task codes (mixtures) or between the embeddings ``w``."""
+PATH_IMAGE_SIDE = 512
+"""Longest side the task path runs the network at (a larger image is reduced first, aspect kept): each step is a
+decoder pass, and the figure draws each in a pane 160 pixels wide."""
+MAX_PATH_STEPS = 33
+"""Most points on a task path: the decoder runs once per step, and the figure has two panes per step (33 steps
+draw a figure about 5,600 pixels wide)."""
+_MAX_PANE_ASPECT = 4.0
 
 
 @dataclass(frozen=True)
@@ -250,18 +266,22 @@ class TaskPath:
 
 def path_image(source: str, size: int = 64) -> np.ndarray:
     """The image a task path is drawn for: an image file, or (a whole number) that scene of the synthetic test
-    split (seed 0) at ``size x size``; ``H x W x 3`` uint8. A missing file or bad index is a one-line error."""
+    split (seed 0) at ``size x size``; ``H x W x 3`` uint8. A missing file, a bad index or size is a one-line error
+    (the model's own minimum size is checked by :func:`task_path`)."""
+    from tsn.inference.input_size import input_size
+    from tsn.inference.pipeline import read_image
+
     text = str(source).strip()
     if text.isdigit():
         from tsn.data.synthetic import render_scene
 
-        if size <= 0 or size % 32:
-            raise TsnError(f"the synthetic scene size must be a positive multiple of 32, got {size}; try 64")
-        return np.asarray(render_scene(0, "test", int(text), size, tasks=["semseg"])["image"])
-    from tsn.inference.predict import load_image
+        side, _ = input_size(size)
+        return np.asarray(render_scene(0, "test", int(text), side, tasks=["semseg"])["image"])
     from tsn.utils.checks import require_existing_file
 
-    return load_image(require_existing_file(text, "--image"))
+    # A huge file is decoded reduced: the path runs it at PATH_IMAGE_SIDE pixels a side at most anyway.
+    half = PATH_IMAGE_SIDE // 2
+    return read_image(require_existing_file(text, "--image"), target_size=(half, half), name=text)[0]
 
 
 def _check_path(model: DensePredictionModel, start: str, end: str, steps: int, space: str) -> tuple[str, str]:
@@ -273,30 +293,35 @@ def _check_path(model: DensePredictionModel, start: str, end: str, steps: int, s
         raise TsnError(f"unknown task-path space {space!r}; choose one of: {', '.join(PATH_SPACES)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise TsnError(f"a task path needs at least 2 steps (its two ends), got {steps!r}")
+    if steps > MAX_PATH_STEPS:
+        raise TsnError(f"a task path has at most {MAX_PATH_STEPS} steps (one decoder pass and two pictures each), "
+                       f"got {steps}")
     first, second = model.task_names([start, end])
     if first == second:
         raise TsnError(f"a task path joins two different tasks, got {first!r} twice")
     return first, second
 
 
-def task_path(model: DensePredictionModel, image: np.ndarray, start: str, end: str, steps: int = 7,
+def task_path(model: DensePredictionModel, image: Any, start: str, end: str, steps: int = 7,
               space: str = "code") -> TaskPath:
-    """Run ``model`` (a TSN) on ``image`` (``H x W x 3`` uint8) at ``steps`` evenly spaced points from task
-    ``start`` to task ``end`` in ``space`` (:data:`PATH_SPACES`), and draw every step as both tasks.
+    """Run ``model`` (a TSN) on ``image`` (an ``H x W x 3`` uint8 array, or any image the inference pipeline
+    reads) at ``steps`` evenly spaced points from task ``start`` to task ``end`` in ``space``
+    (:data:`PATH_SPACES`), and draw every step as both tasks.
 
     The first step is exactly the start task's output and the last the end task's (a one-task mixture is that
     task's code). Bad arguments are one-line errors raised before the network runs.
     """
-    from tsn.data.transforms import build_transforms
+    from tsn.inference.pipeline import PadToMultiple, Pipeline
 
     first, second = _check_path(model, start, end, steps, space)
     assert isinstance(model, TaskSwitchingNet)  # checked above
-    picture = np.asarray(image)
-    if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
-        raise TsnError(f"a task path needs an H x W x 3 uint8 RGB image, got {picture.dtype} {picture.shape}")
-    tensor = build_transforms("eval", picture.shape[:2], tasks=(), seed=0)({"image": picture})["image"]
+    if isinstance(image, np.ndarray) and (image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8):
+        raise TsnError(f"a task path needs an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
+    fit = PadToMultiple(max_side=PATH_IMAGE_SIDE)
+    pipeline = Pipeline(model, tasks=[first, second], fit=fit, budget=None, what="the path's image")
+    item = pipeline.prepare(image)
     parameter = next(model.parameters())
-    tensor = tensor[None].to(device=parameter.device, dtype=parameter.dtype)
+    tensor = item.tensor[None].to(device=parameter.device, dtype=parameter.dtype)
     weights = tuple(float(a) for a in np.linspace(0.0, 1.0, steps))
     with torch.inference_mode():
         if space == "code":
@@ -308,9 +333,9 @@ def task_path(model: DensePredictionModel, image: np.ndarray, start: str, end: s
     read = []
     for name in (first, second):
         spec = model.task_specs[name]
-        read.append(tuple(spec.render(spec.postprocess(pool_channels(raw[k], spec.channels))[0].float().cpu().numpy())
+        read.append(tuple(spec.render(pipeline.restore(spec, pool_channels(raw[k], spec.channels), item))
                           for k in range(steps)))
-    return TaskPath(first, second, space, weights, picture, read[0], read[1])
+    return TaskPath(first, second, space, weights, item.pixels, read[0], read[1])
 
 
 def plot_task_path(path: TaskPath, model: DensePredictionModel | None = None) -> Figure:
@@ -320,17 +345,19 @@ def plot_task_path(path: TaskPath, model: DensePredictionModel | None = None) ->
     titles = {name: model.task_specs[name].title if model is not None else name for name in (path.start, path.end)}
     steps = len(path.weights)
     height, width = path.image.shape[:2]
+    aspect = min(max(height / width, 1 / _MAX_PANE_ASPECT), _MAX_PANE_ASPECT)  # bounded figure for any image
+    shape = "auto" if aspect != height / width else "equal"
     side = 1.6
-    figure = Figure(figsize=(side * (steps + 1) + 0.6, 2 * side * height / width + 1.0), layout="constrained")
+    figure = Figure(figsize=(side * (steps + 1) + 0.6, 2 * side * aspect + 1.0), layout="constrained")
     grid = figure.subplots(2, steps + 1, squeeze=False)
-    grid[0, 0].imshow(path.image)
+    grid[0, 0].imshow(path.image, aspect=shape)
     grid[0, 0].set_title("image", fontsize=8)
     for row, (name, pictures) in enumerate(((path.start, path.as_start), (path.end, path.as_end))):
         grid[row, 0].set_axis_off()
         grid[row, 1].set_ylabel(f"read as\n{titles[name]}", fontsize=8)
         for k, picture in enumerate(pictures):
             axes = grid[row, k + 1]
-            axes.imshow(picture)
+            axes.imshow(picture, aspect=shape)
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
@@ -347,3 +374,28 @@ def write_task_path(path: TaskPath, out_dir: str | os.PathLike[str],
     target = Path(out_dir) / f"path_{path.start}_{path.end}.png"
     save_figure(plot_task_path(path, model), target)
     return target
+
+
+def run_analysis(
+    checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, path: tuple[str, str] | None = None,
+    steps: int = 7, image: str = "0", size: int = 64, space: str = "code",
+) -> tuple[TaskAnalysis, list[Path]]:
+    """``tsn analyze``: load ``checkpoint``, compare its tasks, and with ``path = (start, end)`` walk the task path
+    on ``image`` (a file, or a synthetic test scene's index rendered at ``size``, a size every command accepts for
+    this model: :func:`tsn.inference.input_size.check_input_size`). Everything is checked and computed before the
+    first file is written, so a bad argument writes nothing. Returns the analysis and the files written."""
+    from tsn.inference.input_size import check_input_size, input_size
+    from tsn.models.checkpoint import load_model
+
+    input_size(size)  # the syntax and the largest side, before the checkpoint is read
+    model = load_model(checkpoint)
+    analysis = analyze_tsn(model)
+    walk = None
+    if path is not None:
+        if str(image).strip().isdigit():
+            check_input_size(model, size)
+        walk = task_path(model, path_image(image, size), path[0], path[1], steps, space)
+    paths = write_analysis(analysis, out_dir, checkpoint=str(checkpoint))
+    if walk is not None:
+        paths.append(write_task_path(walk, out_dir, model))
+    return analysis, paths

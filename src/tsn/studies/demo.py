@@ -140,10 +140,11 @@ def demo_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _write_outputs(out: Path, config: TrainConfig, rows: list[dict[str, Any]], checkpoint: Path) -> None:
+    from tsn.run_folder import RunPaths
     from tsn.utils.io import atomic_write_json, atomic_write_text
 
     preset = config.name or DEMO_PRESET
-    atomic_write_json(out / "metrics.json", {"preset": preset, "checkpoint": str(checkpoint), "tasks": rows})
+    atomic_write_json(RunPaths(out).demo_metrics, {"preset": preset, "checkpoint": str(checkpoint), "tasks": rows})
     atomic_write_text(out / "metrics.md", demo_table(rows) + "\n")
 
 

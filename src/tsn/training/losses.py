@@ -1,4 +1,7 @@
-"""Task losses, chosen from the task registry: ``TaskSpec.loss`` names an entry of :data:`LOSSES`.
+"""Task losses, chosen from the task registry: ``TaskSpec.loss`` names an entry of the loss registry :data:`LOSSES`.
+
+A user's loss is added with :func:`register_loss` (``@register_loss("soft_dice")`` on the function, from a
+plugin or any module imported before training; docs/extending.md); a name already taken is refused in one line.
 
 Every loss takes the raw network output ``(N, C, H, W)`` and the transformed label (``(N, 1, H, W)``, normals
 ``(N, 3, H, W)``), ignores the task's ``ignore_index`` pixels and returns a scalar that is the *mean over valid
@@ -15,16 +18,20 @@ Losses are computed in float32 whatever the autocast dtype of the network.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar, overload
 
 import torch
 import torch.nn.functional as F
 
 from tsn.errors import TsnError
 from tsn.tasks import IGNORE_INDEX, TaskSpec
+from tsn.utils.registry import Registry
 
 __all__ = [
     "LossFn",
     "LOSSES",
+    "register_loss",
+    "get_loss",
     "cross_entropy",
     "balanced_bce",
     "normals_l1",
@@ -90,23 +97,58 @@ def depth_l1(raw: torch.Tensor, label: torch.Tensor, *, ignore_index: int = IGNO
     return _masked_mean((raw.float() - label).abs(), valid)
 
 
-LOSSES: dict[str, LossFn] = {
-    "cross_entropy": cross_entropy,
-    "balanced_bce": balanced_bce,
-    "normals_l1": normals_l1,
-    "depth_l1": depth_l1,
-    # The same masked L1 for any scalar map whose 0 marks "no label" (the synthetic albedo, shading, distances).
-    "scalar_l1": depth_l1,
-}
+LOSSES: Registry[LossFn] = Registry("loss", "register one with tsn.register_loss in a plugin: tsn --plugin MODULE")
 """Loss functions by the name a :class:`~tsn.tasks.TaskSpec` gives in ``loss``."""
+
+
+_Loss = TypeVar("_Loss", bound=LossFn)
+
+
+@overload
+def register_loss(name: str, loss: _Loss) -> _Loss: ...
+
+
+@overload
+def register_loss(name: str, loss: None = None) -> Callable[[_Loss], _Loss]: ...
+
+
+def register_loss(name: str, loss: _Loss | None = None) -> _Loss | Callable[[_Loss], _Loss]:
+    """Register ``loss`` under ``name`` (returns it), or, without ``loss``, a decorator that does:
+
+    .. code-block:: python
+
+        @register_loss("soft_dice")
+        def soft_dice(raw, label, *, ignore_index=255): ...
+
+    A loss takes the raw output ``(N, C, H, W)`` and the label, ignores ``ignore_index`` pixels, takes the task's
+    ``loss_options`` as keywords and returns the mean over valid pixels (module docstring). A name already taken
+    is refused in one line.
+    """
+    if loss is None:
+        return lambda decorated: register_loss(name, decorated)
+    LOSSES.register(name, loss)
+    return loss
+
+
+def get_loss(name: str) -> LossFn:
+    """The loss registered as ``name`` (one-line :class:`TsnError` listing the known ones otherwise)."""
+    return LOSSES.lookup(name)
+
+
+register_loss("cross_entropy", cross_entropy)
+register_loss("balanced_bce", balanced_bce)
+register_loss("normals_l1", normals_l1)
+register_loss("depth_l1", depth_l1)
+# The same masked L1 for any scalar map whose 0 marks "no label" (the synthetic albedo, shading, distances).
+register_loss("scalar_l1", depth_l1)
 
 
 def task_loss(spec: TaskSpec, raw: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """The (unweighted) loss of one task, dispatched on ``spec.loss`` with ``spec.loss_options``."""
-    try:
-        loss = LOSSES[spec.loss]
-    except KeyError:
-        raise TsnError(f"task {spec.name!r} names loss {spec.loss!r}; known losses: {', '.join(LOSSES)}") from None
+    if spec.loss not in LOSSES:
+        raise TsnError(f"task {spec.name!r} names loss {spec.loss!r}; known losses: {', '.join(LOSSES)} "
+                       f"({LOSSES.hint})")
+    loss = LOSSES[spec.loss]
     return loss(raw, label.to(raw.device, torch.float32), ignore_index=spec.ignore_index, **spec.loss_options)
 
 

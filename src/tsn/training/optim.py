@@ -11,7 +11,7 @@ import torch
 
 from tsn.models import DensePredictionModel
 from tsn.models.backbone import encoder_layer_ids
-from tsn.training.config import SchedulerConfig, TrainConfig
+from tsn.training.train_config import SchedulerConfig, TrainConfig
 
 __all__ = ["build_optimizer", "build_scheduler"]
 

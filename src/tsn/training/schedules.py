@@ -41,7 +41,7 @@ import numpy as np
 from torch.utils.data import Dataset, Sampler
 
 from tsn.errors import TsnError
-from tsn.training.config import SCHEDULES
+from tsn.training.train_config import SCHEDULES
 
 __all__ = [
     "ALL",

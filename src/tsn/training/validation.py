@@ -15,7 +15,6 @@ since none needs to be merged), then the result is broadcast so that every rank 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,14 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from tsn.precision import autocast
 from tsn.tasks import TaskSpec
 from tsn.training.distributed import DistContext
 from tsn.training.losses import task_loss
+from tsn.utils.processes import data_loader
 
 __all__ = [
     "ValidationResult",
-    "resolve_amp",
-    "autocast",
     "validation_loader",
     "validate",
     "ConstantPredictor",
@@ -58,30 +57,6 @@ class ValidationResult:
         return asdict(self)
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where ``device`` computes in bf16 natively, else ``none``; other values unchanged.
-
-    Native bf16: a CUDA GPU that supports it, or a CPU with AMX or AVX512-BF16 (there bf16 convolutions are about
-    1.5x faster than float32; elsewhere bf16 on a CPU is emulated and slower).
-    """
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "none"
-    # torch exposes these CPU probes only privately; without them, assume no native bf16.
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in probes) else "none"
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    """The autocast context for ``amp`` (``none``, ``bf16``, ``fp16``, ``auto``) on ``device``."""
-    amp = resolve_amp(amp, device)
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def validation_loader(
     dataset: Dataset, batch_size: int, ctx: DistContext, *, num_workers: int = 0, max_images: int | None = None
 ) -> DataLoader:
@@ -91,7 +66,7 @@ def validation_loader(
     total = len(dataset)  # type: ignore[arg-type]
     count = total if max_images is None else min(max_images, total)
     shard = Subset(dataset, range(ctx.rank, count, ctx.world_size))
-    return DataLoader(
+    return data_loader(  # workers end with this process, even after kill -9
         shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
         pin_memory=ctx.device.type == "cuda",
         generator=torch.Generator(),  # creating an iterator must not advance the global RNG (exact resume)
@@ -115,21 +90,22 @@ def validate(
     ctx: DistContext | None = None,
     metric_tasks: Sequence[str] = (),
     metric_options: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
     amp: str = "none",
     channels_last: bool = False,
     progress: bool = False,
 ) -> ValidationResult:
     """Validate ``model`` (called as ``model(images, tasks) -> {task: raw}``) on ``loader``'s batches.
 
-    ``metric_tasks`` are scored with :func:`tsn.metrics.make_metric` and ``metric_options``; every task of
-    ``specs`` gets its validation loss. ``model`` is put in eval mode (and left so).
+    ``metric_tasks`` are scored under the evaluation protocol ``protocol`` (default: the dataset's, read from the
+    batches' ``meta``; see :mod:`tsn.evaluation.protocols`), with the same metric objects and the same scoring
+    form (saved 8-bit files or floats) as ``tsn evaluate``; ``metric_options`` replace the protocol's options.
+    Every task of ``specs`` gets its validation loss. ``model`` is put in eval mode (and left so).
     """
-    from tsn.metrics import make_metrics
-
     ctx = ctx or DistContext()
     device, names = ctx.device, list(specs)
     model.eval()
-    metrics = make_metrics([specs[n] for n in metric_tasks], **dict(metric_options or {})) if ctx.is_main else {}
+    scoring = _Scoring(protocol, [specs[n] for n in metric_tasks], metric_options) if ctx.is_main else None
     sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)  # per-task loss x images, images
     rounds = ctx.max_int(len(loader))
     bar = tqdm(total=rounds, desc="validate", unit="batch", leave=False, disable=not (progress and ctx.is_main))
@@ -137,6 +113,8 @@ def validate(
         for batch in _padded(loader, rounds):
             scored: list[tuple[str, torch.Tensor, torch.Tensor]] = []
             if batch is not None:
+                if scoring is not None:
+                    scoring.start(batch)
                 images = batch["image"].to(device, non_blocking=True)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -151,7 +129,8 @@ def validate(
                 ]
             for items in ctx.gather(scored) or []:
                 for name, pred, label in items:
-                    metrics[name].update(pred, label)
+                    assert scoring is not None  # gather gives items on rank 0 only, which owns the metrics
+                    scoring.update(name, pred, label)
             bar.update()
     ctx.all_reduce_sum(sums)
     n_images = int(sums[-1].item())
@@ -159,10 +138,43 @@ def validate(
     result = ValidationResult(
         losses=losses,
         loss=sum(weights[name] * value for name, value in losses.items()) / len(names),
-        metrics={name: metric.compute() for name, metric in metrics.items()},
+        metrics=scoring.compute() if scoring is not None else {},
         n_images=n_images,
     )
     return ctx.broadcast(result)
+
+
+class _Scoring:
+    """The validation metrics of an evaluation protocol, built on the first batch (whose ``meta`` names the
+    dataset, which chooses the default protocol and its per-dataset options)."""
+
+    def __init__(self, protocol: str | None, specs: Sequence[TaskSpec], options: Mapping[str, Any] | None) -> None:
+        self.protocol_name, self.specs, self.options = protocol, {s.name: s for s in specs}, dict(options or {})
+        self.metrics: dict[str, Any] | None = None
+
+    def start(self, batch: Mapping[str, Any], dataset: str = "") -> None:
+        if self.metrics is not None:
+            return
+        from tsn.evaluation.protocols import default_protocol, get_protocol
+
+        meta = batch.get("meta") or [{}]
+        dataset = str(meta[0].get("dataset", dataset)) if isinstance(meta, list) and meta else dataset
+        self.protocol = get_protocol(self.protocol_name) if self.protocol_name else default_protocol(dataset)
+        options = {**self.protocol.options_for(dataset), **self.options}
+        self.metrics = {name: spec.make_metric(**options) for name, spec in self.specs.items()}
+
+    def update(self, name: str, pred: torch.Tensor, label: torch.Tensor) -> None:
+        if self.metrics is None:
+            self.start({})
+        assert self.metrics is not None
+        prediction = self.protocol.prepare(self.specs[name], pred.numpy())
+        self.metrics[name].update(prediction, label)
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        if self.metrics is None:
+            self.start({})
+        assert self.metrics is not None
+        return {name: metric.compute() for name, metric in self.metrics.items()}
 
 
 def _predictions(spec: TaskSpec, raw: torch.Tensor, labels: torch.Tensor) -> Iterable[tuple[str, torch.Tensor, Any]]:

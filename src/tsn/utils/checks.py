@@ -7,6 +7,12 @@ option or the path (``what``), says what is wrong and how to fix it.
 Writability is *probed* (a temporary file is created and removed) rather than read from mode bits: mode bits
 say nothing for root, for read-only mounts or for network file systems, while the probe is what the later
 write will actually do.
+
+Outputs never damage (:func:`ensure_writable_file`): only a regular file or a new path is written; a device, a
+named pipe or a socket at an output path is refused, even for root, who could otherwise replace ``/dev/null``;
+an output that is also one of the command's inputs is refused; a symbolic link is written *through* (the file
+it points to is replaced and the link is kept, as ``open(path, "w")`` would do), never replaced itself, and a
+link loop is refused. :func:`tsn.utils.io.atomic_write`, the one way results are written, applies the same rules.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import errno
 import math
 import os
 import re
+import stat
 import tempfile
+from collections.abc import Iterable
 from numbers import Real
 from pathlib import Path
 
@@ -25,13 +33,16 @@ from tsn.errors import TsnError
 __all__ = [
     "ensure_writable_dir",
     "ensure_writable_file",
+    "file_kind",
+    "input_problem",
+    "output_target",
     "require_existing_file",
-    "require_existing_dir",
     "require_positive",
     "require_non_negative",
     "require_int",
     "require_fraction",
     "one_line",
+    "escaped",
 ]
 
 # CSI sequences (colours, cursor moves), OSC sequences (titles, links) and any other escape or control byte.
@@ -45,6 +56,35 @@ def one_line(text: object, limit: int = 400) -> str:
     cleaned = _CONTROL_CHARACTERS.sub(" ", cleaned)
     cleaned = " ".join(cleaned.split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escaped(name: object) -> str:
+    """A file name (or any text from outside) made safe to print on one line: printable characters as they are,
+    newlines and tabs as ``\\n`` and ``\\t``, escape and other control characters as ``\\x1b``-style codes, and
+    bytes that are not UTF-8 (kept by Python as surrogates) as ``\\xff``. A terminal escape sequence in a name is
+    therefore shown, never executed, and a newline in a name cannot split a line into two."""
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    if text.isprintable():
+        return text
+    parts = []
+    for character in text:
+        code = ord(character)
+        if character.isprintable():
+            parts.append(character)
+        elif character in _NAMED_ESCAPES:
+            parts.append(_NAMED_ESCAPES[character])
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of the name, as surrogateescape keeps it
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif code <= 0xFF:
+            parts.append(f"\\x{code:02x}")
+        else:
+            parts.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return "".join(parts)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -104,22 +144,121 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str, create: bool = 
     return folder
 
 
-def ensure_writable_file(path: str | os.PathLike[str], what: str, create_parent: bool = True) -> Path:
+_SPECIAL_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".onnx")
+
+
+def file_kind(mode: int) -> str:
+    """``"a regular file"``, ``"a character device"``, ``"a named pipe (FIFO)"``... for an ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), "a special file")
+
+
+def output_target(path: str | os.PathLike[str], what: str) -> Path:
+    """The file a write to ``path`` must replace: ``path``, or for a symbolic link the file it points to.
+
+    Refuses, in one line, a link loop and anything at the target that is not a regular file (a device, a named
+    pipe, a socket, a folder): replacing it would destroy it, and writing into it is not a result.
+    """
+    target = Path(path).expanduser()
+    if target.is_symlink():
+        try:
+            resolved = Path(os.path.realpath(target, strict=True))
+        except (FileNotFoundError, NotADirectoryError):  # dangling: the link names the file to create
+            resolved = Path(os.path.realpath(target))
+        except OSError as error:  # ELOOP
+            raise TsnError(f"{what}: {escaped(target)} is a symbolic link that cannot be followed "
+                           f"({one_line(error.strerror or error)}); give a regular file path") from None
+        target = resolved
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new path (the folder checks report a file in the way)
+        return target
+    except OSError as error:
+        raise TsnError(f"{what}: cannot inspect {escaped(target)} ({one_line(error.strerror or error)}); "
+                       "choose another path") from None
+    if not stat.S_ISREG(mode):
+        raise TsnError(f"{what}: {escaped(path)} is {file_kind(mode)}, not a regular file; tsn writes results only "
+                       "to regular files or new paths: give a file path")
+    return target
+
+
+def input_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path``, met in an input folder, cannot be read as a file; None for a regular file (or a link to one).
+
+    The reasons: a symbolic link loop, a dangling symbolic link, a named pipe (reading it would block), a socket,
+    a device, a folder, or an error of the file system; callers list them with the skipped inputs.
+    """
+    target = Path(path)
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as error:
+        if target.is_symlink():
+            if error.errno == errno.ELOOP:
+                return "a symbolic link loop"
+            with contextlib.suppress(OSError):
+                return f"a dangling symbolic link (to {escaped(os.readlink(target))})"
+            return "a dangling symbolic link"
+        return f"cannot be read ({one_line(error.strerror or error)})"
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(first) == os.path.realpath(second)
+
+
+def _refuse_inputs(target: Path, path: Path, what: str, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    """Refuse an output that is one of the inputs, or a checkpoint inside an input folder (a run folder)."""
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).expanduser()
+        if _same_file(target, source):
+            raise TsnError(f"{what}: {escaped(path)} is also an input of this command ({escaped(source)}); writing "
+                           "it would destroy the input: choose another output file")
+        if (source.is_dir() and target.suffix in _CHECKPOINT_SUFFIXES and target.exists()
+                and os.path.realpath(source) in (os.path.realpath(p) for p in target.parents)):
+            raise TsnError(f"{what}: {escaped(path)} is a checkpoint inside the input folder {escaped(source)}; "
+                           "choose an output outside it")
+
+
+def ensure_writable_file(
+    path: str | os.PathLike[str],
+    what: str,
+    create_parent: bool = True,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Check that a file can be written at ``path`` (not a folder, parent folder writable), and return it.
 
-    An existing file is fine (it will be replaced). Nothing is written at ``path`` itself.
+    An existing regular file is fine (it will be replaced); a device, pipe or socket, an output that is one of
+    ``inputs`` (the command's input files or folders) and a link loop are refused; a symbolic link is written
+    through (see the module docstring). Nothing is written at ``path`` itself.
     """
     target = Path(path).expanduser()
     if target.is_dir():
-        raise TsnError(f"{what}: {target} is a folder, not a file; give a file path such as {target / 'out'}")
-    if target.exists() and not os.access(target, os.W_OK) and _probe_write(target.parent) is not None:
-        raise TsnError(f"{what}: cannot replace {target}; choose a path you can write to")
-    ancestor = _nearest_existing(target.parent)
+        raise TsnError(f"{what}: {escaped(target)} is a folder, not a file; give a file path such as "
+                       f"{escaped(target / 'out')}")
+    real = output_target(target, what)
+    _refuse_inputs(real, target, what, inputs)
+    if real.exists() and not os.access(real, os.W_OK) and _probe_write(real.parent) is not None:
+        raise TsnError(f"{what}: cannot replace {escaped(target)}; choose a path you can write to")
+    ancestor = _nearest_existing(real.parent)
     if not ancestor.is_dir():
         raise TsnError(
-            f"{what}: cannot write {target} because {ancestor} is a file, not a folder; choose another location"
+            f"{what}: cannot write {escaped(target)} because {escaped(ancestor)} is a file, not a folder; choose "
+            "another location"
         )
-    ensure_writable_dir(target.parent, what, create=create_parent)
+    ensure_writable_dir(real.parent, what, create=create_parent)
     return target
 
 
@@ -134,15 +273,6 @@ def require_existing_file(path: str | os.PathLike[str], what: str) -> Path:
         raise TsnError(f"{what}: {target} cannot be read (permission denied); fix its permissions")
     return target
 
-
-def require_existing_dir(path: str | os.PathLike[str], what: str) -> Path:
-    """Check that ``path`` is an existing folder, and return it."""
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise TsnError(f"{what}: the folder {folder} does not exist; check the path")
-    if not folder.is_dir():
-        raise TsnError(f"{what}: {folder} is a file, not a folder; give a folder path")
-    return folder
 
 
 def _require_number(name: str, value: object) -> float:

@@ -11,6 +11,10 @@ machine's name). A writer killed mid-write (``kill -9``, power loss) leaves one 
 recognises them by that pattern and removes those whose writer is gone: a process of this machine that no longer
 runs, or, for another machine's writer (a shared file system), a file untouched for a day. The atomic writer runs
 it once per process for every folder it writes into, and a training run's start or resume runs it on its folders.
+
+The writer never damages what is at the path (:func:`tsn.utils.checks.output_target`): a symbolic link is written
+through (the file it points to is replaced, the link kept), and a device, named pipe, socket or folder at the
+path is refused with a one-line :class:`~tsn.errors.TsnError` instead of being replaced by a regular file.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from tsn.utils.checks import output_target
 
 __all__ = [
     "atomic_write",
@@ -136,7 +142,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     """
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_write writes a whole new file; mode must be 'w', 'wt' or 'wb', got {mode!r}")
-    target = Path(path)
+    target = output_target(path, "output")
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_once(target.parent)
     existing_mode = None

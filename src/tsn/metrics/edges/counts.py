@@ -12,9 +12,9 @@ import numpy as np
 from tsn.errors import TsnError
 from tsn.metrics.base import ArrayLike, check_same_shape, single_map
 from tsn.metrics.edge_nms import edge_nms
-from tsn.metrics.edges.matching import _Disc, _match, _TruthMatcher
+from tsn.metrics.edges.matching import _Disc, _TruthMatcher
 from tsn.metrics.edges.protocols import EdgeProtocol, get_protocol
-from tsn.metrics.edges.thinning import _thin_edges_reference, thin_edges
+from tsn.metrics.edges.thinning import thin_edges
 
 COUNT_FIELDS: tuple[str, ...] = ("cntR", "sumR", "cntP", "sumP")
 """Column order of a per-image count array (``K x 4``, one row per threshold)."""
@@ -86,7 +86,7 @@ def _edge_counts(
     maximum-matching certificate of :meth:`_TruthMatcher._certified_sizes`, timed by ``benchmarks/bench_edges.py``).
 
     The matcher (one per ground truth: ``match(pixels, which) -> (matched positions or None, pairs)``), the pixel
-    disc and the thinning are parameters so that :func:`_edge_counts_reference` and the benchmark's other
+    disc and the thinning are parameters so that the test oracle (``tests/edge_oracles.py``) and the benchmark's other
     revisions run this same threshold loop with their own pieces.
     """
     protocol = get_protocol(protocol)
@@ -119,31 +119,6 @@ def _edge_counts(
         counts[k] = (cnt_r, sum_r, np.count_nonzero(matched_pred) if which else cnt_r, pixels.size)
     return counts
 
-
-class _WholeGraphMatcher:
-    """The first implementation's matching: one solver call on the whole pair graph of a threshold
-    (:func:`~tsn.metrics.edges.matching._match`), no components, no cache, no certificate."""
-
-    def __init__(self, truth: np.ndarray, disc: _Disc, certify: bool = False) -> None:
-        del certify  # every pair graph goes to the solver whole
-        self.disc, self.index = disc, disc.index_map(truth)
-
-    def match(self, pixels: np.ndarray, which: bool) -> tuple[np.ndarray, int]:
-        del which  # the matched predicted pixels are always returned
-        pred_ids, gt_ids = _match(pixels, self.index, self.disc)
-        return pred_ids, int(gt_ids.size)
-
-
-def _edge_counts_reference(
-    pred: ArrayLike, gt: ArrayLike | Sequence[ArrayLike], protocol: str | EdgeProtocol = "mtl-survey"
-) -> np.ndarray:
-    """:func:`edge_counts` as first written: one solver call on the whole pair graph per threshold and ground truth,
-    ``np.unique`` thinning.
-
-    Kept as the reference the fast path is tested against (``tests/metrics/test_edges_fast.py``) and timed
-    against (``benchmarks/bench_edges.py``); same counts, 3-4 times slower on dense maps.
-    """
-    return _edge_counts(pred, gt, protocol, matcher_type=_WholeGraphMatcher, thin=_thin_edges_reference)
 
 
 # ------------------------------------------------------------------------------------------------ aggregation

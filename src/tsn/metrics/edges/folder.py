@@ -4,7 +4,6 @@ interrupted run resumes."""
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +18,8 @@ from tsn.errors import TsnError
 from tsn.metrics.edges.counts import edge_counts, summarize_edge_counts
 from tsn.metrics.edges.protocols import EdgeProtocol, get_protocol
 from tsn.utils.io import atomic_write
+from tsn.utils.processes import multiprocessing_pool
+from tsn.utils.progress import progress_enabled
 
 GroundTruthLoader = Callable[[str], "np.ndarray | list[np.ndarray]"]
 """Returns the boundary map(s) of an image id; see :func:`evaluate_edge_folder`."""
@@ -109,12 +110,13 @@ def evaluate_edge_folder(
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     with contextlib.ExitStack() as stack:
         if n_workers > 1:
-            pool = stack.enter_context(multiprocessing.get_context().Pool(n_workers))
+            pool = stack.enter_context(multiprocessing_pool(n_workers))  # workers end with this process
             outputs: Iterable[tuple[str, np.ndarray]] = pool.imap_unordered(_image_job, jobs)
         else:
             outputs = map(_image_job, jobs)
         bar = stack.enter_context(
-            tqdm(outputs, total=len(jobs), desc=f"edges ({protocol.name})", unit="img", disable=not progress)
+            tqdm(outputs, total=len(jobs), desc=f"edges ({protocol.name})", unit="img",
+                 disable=not (progress and progress_enabled()))
         )
         results = dict(bar)
     return summarize_edge_counts(np.stack([results[image_id] for image_id in ids]), protocol)

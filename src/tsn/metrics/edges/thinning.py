@@ -96,24 +96,3 @@ def thin_edges(mask: np.ndarray) -> np.ndarray:
         recent = [*recent[-1:], deleted]
     return padded[1:-1, 1:-1].astype(bool)
 
-
-def _thin_edges_reference(mask: np.ndarray) -> np.ndarray:
-    """:func:`thin_edges` as first written (``np.unique`` de-duplication): the reference of the speed benchmark."""
-    padded = np.pad(np.asarray(mask, dtype=bool), 1).astype(np.uint8)
-    flat = padded.ravel()
-    width = padded.shape[1]
-    neighbours = np.array([1, 1 - width, -width, -width - 1, -1, width - 1, width, width + 1])
-    candidates = np.flatnonzero(flat)
-    recent: list[np.ndarray] = []
-    for step in itertools.count():
-        if step >= 2:
-            changed = np.concatenate(recent)
-            if changed.size == 0:
-                break
-            around = np.unique((changed[:, None] + neighbours).ravel())
-            candidates = around[flat[around] == 1]
-        codes = np.packbits(flat[candidates[:, None] + neighbours], axis=1, bitorder="little")[:, 0]
-        deleted = candidates[_THINNING_TABLES[step % 2][codes]]
-        flat[deleted] = 0
-        recent = [*recent[-1:], deleted]
-    return padded[1:-1, 1:-1].astype(bool)

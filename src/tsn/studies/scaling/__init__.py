@@ -14,25 +14,32 @@ Two studies on the embedded synthetic scenes (any dataset with a ``tsn_<family>`
 **Budget.** Every run trains :attr:`StudySettings.steps` optimizer steps of :attr:`StudySettings.batch_size` scenes
 with the all-tasks schedule (every step trains every task of the network on the same batch), so each task sees the
 same number of labelled samples in every architecture, whatever ``T``; the multi-task networks' cost per step grows
-with ``T`` (one decoder pass per task), as the cost of the set of single-task networks does.
+with ``T`` (one decoder pass per task), as the cost of the set of single-task networks does. Every run validates
+after each epoch and keeps its lowest validation loss; the single-task runs also score their metric there, and the
+results check whether those curves have flattened (:func:`tsn.studies.seeds.convergence`).
+
+**Seeds.** Every network is trained once per seed ``0 .. seeds-1`` (:mod:`tsn.studies.seeds`); every metric, drop
+and average drop is reported as mean, sd and 95 % interval over the seeds, and the architectures are compared
+paired on the seeds (:mod:`tsn.studies.statistics`).
 
 **Reuse.** The runs are those of ``tsn reproduce`` (:mod:`tsn.studies.reproduce`: the same presets, the same
 reuse of finished runs, resume of interrupted ones and refusal of a folder trained with another recipe), kept in
-``<out>/runs/<key>``: ``single_task-<task>``, ``multi_head-T<T>``, ``tsn-T<T>`` and, for the labels study,
+``<out>/runs/seed<k>/<key>``: ``single_task-<task>``, ``multi_head-T<T>``, ``tsn-T<T>`` and, for the labels study,
 ``tsn-T<T>-<task><fraction>...``. Both studies share them: the labels study's fully labelled TSN and its
 single-task baselines are the tasks study's runs when both write to the same ``out``. Evaluations are cached next
 to each run, measurements in ``<out>/measurements``; the results (``tasks.json`` / ``labels.json``, a markdown
-table, a figure) are written atomically at the end. Run the same command again after an interruption.
+table, figures) are written atomically at the end. Run the same command again after an interruption.
 
 **Measurements.** Each measurement runs in a fresh process of one thread (forked from a server that has imported
 torch), so that its peak memory is its own: the peak resident set (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs``; elsewhere ``ru_maxrss``) minus the resident set before the model is built. It includes
 the weights (and for training the gradients and Adam's state) and everything the step allocates. All-task
 inference: every task of a batch of images (float32, eager, no gradient; a TSN runs :meth:`predict_tasks`: the
-encoder once, the task passes batched; the single-task networks run one after another, all held in memory), best
-of a few repeats. Training: one optimizer step on a batch of real training scenes with the run's precision, best
-of a few steps; the single-task networks train one at a time, so their peak is the largest network's. Training
-time is also reported as the runs took it (wall seconds of each run, several runs side by side).
+encoder once, the task passes batched; the single-task networks run one after another, all held in memory), the
+median and range of a few repeats. Training: one optimizer step on a batch of real training scenes with the run's
+precision, median and range of a few steps; the single-task networks train one at a time, so their peak is the
+largest network's. Training time is also reported as the runs took it (wall seconds of each run, several runs side
+by side).
 """
 
 

@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, cast
 
-from tsn.datasets import get_dataset
+from tsn.dataset_catalog import get_dataset
 from tsn.studies.scaling.settings import StudySettings
 
-MEASURE_FORMAT = 1
-"""Version of the cached measurement records (a change re-measures)."""
+MEASURE_FORMAT = 2
+"""Version of the cached measurement records (a change re-measures). 2: every repeat's time, median and range."""
 
 
 def _status_kib(field_name: str) -> int | None:
@@ -53,14 +53,19 @@ class _PeakMemory:
         return round(max(0, self._peak_kib() - self.base_kib) / 1024, 1)
 
 
-def _best_seconds(call: Callable[[], Any], repeats: int) -> float:
-    call()  # warm-up: first-call allocations and kernel choices
+def _timed(call: Callable[[], Any], repeats: int) -> dict[str, Any]:
+    """``call`` timed ``repeats`` times after a warm-up (first-call allocations and kernel choices): the median
+    as ``seconds``, the range as ``min`` / ``max``, every time as ``times``."""
+    import statistics
+
+    call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return {"seconds": round(statistics.median(times), 5), "min": round(min(times), 5), "max": round(max(times), 5),
+            "repeats": repeats, "times": [round(t, 5) for t in times]}
 
 
 def _training_batch(config: Any, batch: int) -> dict[str, Any]:
@@ -101,11 +106,11 @@ def _measure(job: Mapping[str, Any]) -> dict[str, Any]:
                 for model in models:
                     model(image)
 
-        seconds = _best_seconds(infer, job["repeats"])
-        return {"seconds": round(seconds, 5), "peak_mb": memory.peak_mb(), "memory_source": memory.source}
+        timing = _timed(infer, job["repeats"])
+        return {**timing, "peak_mb": memory.peak_mb(), "memory_source": memory.source}
+    from tsn.precision import autocast
     from tsn.training.losses import loss_weights, multitask_loss
     from tsn.training.optim import build_optimizer
-    from tsn.training.validation import autocast
 
     config = job["config"]
     batch = _training_batch(config, job["batch"])
@@ -125,8 +130,8 @@ def _measure(job: Mapping[str, Any]) -> dict[str, Any]:
         loss.backward()
         optimizer.step()
 
-    seconds = _best_seconds(step, max(1, job["repeats"] // 2))
-    return {"seconds": round(seconds, 5), "peak_mb": memory.peak_mb(), "memory_source": memory.source}
+    timing = _timed(step, job["repeats"])
+    return {**timing, "peak_mb": memory.peak_mb(), "memory_source": memory.source}
 
 
 def _stamp(paths: Sequence[str]) -> list[list[Any]]:
@@ -151,12 +156,14 @@ class Measurer:
     def _submit(self, job: dict[str, Any]) -> dict[str, Any]:
         import multiprocessing
 
+        from tsn.utils.processes import multiprocessing_pool
+
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:  # every measurement forks from a server that has imported torch once
                 context.set_forkserver_preload(["torch", "tsn.models", "tsn.training", "tsn.data"])
-            self._pool = context.Pool(1, maxtasksperchild=1)  # a fresh process for every measurement
+            self._pool = multiprocessing_pool(1, context=context, maxtasksperchild=1)  # fresh; ends with us
         result: dict[str, Any] = self._pool.apply(_measure, (job,))
         return result
 
@@ -167,7 +174,8 @@ class Measurer:
         path = self.folder / f"{phase}-{name}.json"
         stamp = _stamp(checkpoints)
         batch = s.measure_batch if phase == "inference" else s.batch_size  # training: the runs' own batch
-        what = {"format": MEASURE_FORMAT, "checkpoints": stamp, "batch": batch, "size": s.size}
+        what = {"format": MEASURE_FORMAT, "checkpoints": stamp, "batch": batch, "size": s.size,
+                "repeats": s.measure_repeats}
         if path.is_file():
             try:
                 cached = json.loads(path.read_text())

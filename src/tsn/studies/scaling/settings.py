@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tsn.datasets import canonical_dataset_name, dataset_tasks, get_dataset
+from tsn.dataset_catalog import canonical_dataset_name, dataset_tasks, get_dataset
 from tsn.errors import TsnError
 from tsn.studies.reproduce import (
     PRESET_FAMILIES,
     PlannedRun,
 )
+from tsn.studies.seeds import check_seeds, seed_override
 
 STUDY_FORMAT = "tsn-study"
 DEFAULT_COUNTS = (2, 4, 8, 12)
@@ -38,22 +39,24 @@ class StudySettings:
     """The fixed task order; the first ``T`` tasks are the study's ``T``-task set (empty: the dataset's tasks)."""
     counts: tuple[int, ...] = ()
     """Task counts ``T`` of the tasks study (empty: :func:`default_counts`)."""
-    steps: int = 80
+    steps: int = 60
     """Optimizer steps of every run (the per-task budget: each step trains every task of the network)."""
     batch_size: int = 8
     size: int = 64
     """Scene and network input side, pixels (the demo's 64; the encoder's deepest features are 2 x 2 there)."""
-    train_images: int = 2000
-    """Training scenes (the dataset's default split length)."""
+    train_images: int = 96
+    """Training scenes: with the default budget, 5 epochs of 12 steps, so that every run is validated at every
+    fifth of its training (the curves behind the budget)."""
     test_images: int = 100
-    """Scenes of the validation split (one loss validation at the end) and of the scored test split."""
-    seed: int = 0
+    """Scenes of the validation split (a validation every epoch) and of the scored test split."""
+    seeds: int = 3
+    """Training seeds ``0 .. seeds-1``: every network is trained once per seed (:mod:`tsn.studies.seeds`)."""
     overrides: tuple[str, ...] = ()
     """``--set KEY=VALUE`` applied to every run after the study's budget."""
     measure_batch: int = 16
     """Images per batch of the all-task inference measurement (a training step uses :attr:`batch_size`)."""
-    measure_repeats: int = 5
-    """Timed repeats of each measurement (the best one is reported)."""
+    measure_repeats: int = 7
+    """Timed repeats of each measurement (their median and range are reported)."""
 
     def __post_init__(self) -> None:
         from tsn.utils.checks import require_int
@@ -85,7 +88,7 @@ class StudySettings:
         for name in ("steps", "batch_size", "train_images", "test_images", "measure_batch", "measure_repeats"):
             flag = "--budget" if name == "steps" else f"--{name.replace('_', '-')}"  # the command's option
             require_int(flag, getattr(self, name), minimum=1)
-        require_int("--seed", self.seed, minimum=0)
+        check_seeds(self.seeds, self.overrides)
         require_int("--size", self.size, minimum=64)
         if self.train_images < self.batch_size:
             raise TsnError(f"--train-images ({self.train_images}) must hold at least one batch of --batch-size "
@@ -93,14 +96,17 @@ class StudySettings:
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def budget(self) -> list[str]:
-        """The ``--set`` overrides every run of the studies trains with (before :attr:`overrides`)."""
+        """The ``--set`` overrides every run of the studies trains with (before :attr:`overrides`).
+
+        Every run validates after every epoch (``train_images / batch_size`` steps) and keeps the checkpoint of
+        lowest validation loss, which is then scored on the test split; the single-task runs also compute their
+        metric at each validation: the curves behind the budget (:func:`tsn.studies.seeds.convergence`)."""
         per_epoch = self.train_images // self.batch_size
         return [
             f"max_steps={self.steps}", f"epochs={math.ceil(self.steps / per_epoch)}", f"batch_size={self.batch_size}",
-            f"data.size={self.size}", f"data.options.size={self.size}", f"seed={self.seed}",
+            f"data.size={self.size}", f"data.options.size={self.size}",
             f"data.train_options.length={self.train_images}", f"data.val_options.length={self.test_images}",
-            # one loss validation at the end (the checkpoint); the metrics are the test split's evaluation
-            "validation.every=0", "validation.metrics=false", "tensorboard=false",
+            "validation.every=1", "validation.metrics=false", "tensorboard=false",
             f"checkpoint_every={max(25, self.steps // 4)}",  # an interrupted run loses at most a quarter
         ]
 
@@ -122,9 +128,11 @@ def dataset_tasks_by_name(tasks: Sequence[str]) -> list[Any]:
 
 
 
-def _run(settings: StudySettings, kind: str, tasks: Sequence[str], key: str, extra: Sequence[str] = ()) -> PlannedRun:
-    """One run: the family's preset of ``kind`` on the study's dataset and ``tasks`` (their channels from the
-    dataset), with the study's budget."""
+def _run(settings: StudySettings, kind: str, tasks: Sequence[str], key: str, seed: int,
+         extra: Sequence[str] = ()) -> PlannedRun:
+    """One run of seed ``seed``: the family's preset of ``kind`` on the study's dataset and ``tasks`` (their
+    channels from the dataset), with the study's budget; a single-task run also scores its metric at every
+    validation (its curve)."""
     from tsn.models import list_models
     from tsn.training import load_config
 
@@ -137,12 +145,14 @@ def _run(settings: StudySettings, kind: str, tasks: Sequence[str], key: str, ext
         f"name=study:{key}", f"data.dataset={settings.dataset}", f"model.tasks=[{', '.join(tasks)}]",
         "model.task_channels={" + ", ".join(f"{task}: {n}" for task, n in channels.items()) + "}",
     ]
-    config = load_config(preset, [*own, *settings.budget(), *extra, *settings.overrides])
-    return PlannedRun(key, kind, config)
+    curve = ["validation.metrics=true"] if kind == "single_task" else []
+    config = load_config(preset, [*own, *settings.budget(), *curve, *extra, *settings.overrides,
+                                  seed_override(seed)])
+    return PlannedRun(key, kind, config, seed)
 
 
-def _single_runs(settings: StudySettings, count: int) -> list[PlannedRun]:
-    return [_run(settings, "single_task", [task], f"single_task-{task}") for task in settings.tasks[:count]]
+def _single_runs(settings: StudySettings, count: int, seed: int) -> list[PlannedRun]:
+    return [_run(settings, "single_task", [task], f"single_task-{task}", seed) for task in settings.tasks[:count]]
 
 
 def multi_key(kind: str, count: int) -> str:
@@ -150,12 +160,15 @@ def multi_key(kind: str, count: int) -> str:
 
 
 def plan_tasks_study(settings: StudySettings) -> list[PlannedRun]:
-    """The runs of the tasks study: one single-task network per task of the largest ``T``, then the multi-head
-    network and the TSN of each ``T`` (largest last: :func:`tsn.studies.reproduce.complete_runs` starts it first)."""
-    runs = _single_runs(settings, settings.counts[-1])
-    for count in settings.counts:
-        tasks = settings.tasks[:count]
-        runs += [_run(settings, kind, tasks, multi_key(kind, count)) for kind in ("multi_head", "tsn")]
+    """The runs of the tasks study, seed by seed: one single-task network per task of the largest ``T``, then the
+    multi-head network and the TSN of each ``T`` (largest last: :func:`tsn.studies.reproduce.complete_runs` starts
+    it first)."""
+    runs = []
+    for seed in range(settings.seeds):
+        runs += _single_runs(settings, settings.counts[-1], seed)
+        for count in settings.counts:
+            tasks = settings.tasks[:count]
+            runs += [_run(settings, kind, tasks, multi_key(kind, count), seed) for kind in ("multi_head", "tsn")]
     return runs
 
 
@@ -192,14 +205,17 @@ def _check_labels(settings: StudySettings, count: int, partial: Sequence[str], f
 def plan_labels_study(
     settings: StudySettings, count: int, partial: Sequence[str], fractions: Sequence[float]
 ) -> list[PlannedRun]:
-    """The runs of the labels study: the single-task networks of the first ``count`` tasks (fully labelled) and
-    one TSN per fraction, ``partial``'s tasks labelled on that fraction of the training scenes."""
+    """The runs of the labels study, seed by seed: the single-task networks of the first ``count`` tasks (fully
+    labelled) and one TSN per fraction, ``partial``'s tasks labelled on that fraction of the training scenes (the
+    labelled subset drawn from the run's seed)."""
     _check_labels(settings, count, partial, fractions)
-    runs = _single_runs(settings, count)
     tasks = settings.tasks[:count]
-    for fraction in sorted(set(fractions), reverse=True):
-        thinned = {task: float(fraction) for task in partial}
-        extra = [] if fraction >= 1 else ["label_fractions={" + ", ".join(f"{t}: {f}" for t, f in thinned.items())
-                                          + "}"]
-        runs.append(_run(settings, "tsn", tasks, labels_key(count, thinned), extra))
+    runs = []
+    for seed in range(settings.seeds):
+        runs += _single_runs(settings, count, seed)
+        for fraction in sorted(set(fractions), reverse=True):
+            thinned = {task: float(fraction) for task in partial}
+            extra = [] if fraction >= 1 else [
+                "label_fractions={" + ", ".join(f"{t}: {f}" for t, f in thinned.items()) + "}"]
+            runs.append(_run(settings, "tsn", tasks, labels_key(count, thinned), seed, extra))
     return runs
