@@ -34,16 +34,6 @@ print(len(answer.content))
 """
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _measure(argv: list[str]) -> dict[str, float]:
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -78,6 +68,7 @@ def main() -> None:
 
     from tsn.models import build_model, model_config
     from tsn.models.checkpoint import save_checkpoint
+    from tsn.studies.throughput.machine import cpu_model
     from tsn.utils.io import atomic_write_json
 
     with tempfile.TemporaryDirectory(prefix="tsn-bench-bounds-") as folder:
@@ -107,7 +98,7 @@ def main() -> None:
         }
     record = {
         "benchmark": "bench_bounds",
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "note": "shared machine, other jobs running"},
         "model": "tsn_r18_pascal (random weights), --size 64",
         "repeats": args.repeats,

@@ -252,13 +252,15 @@ def run_soak(checkpoint: Path | None = None, *, requests: int = 300, concurrency
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+    from tsn.studies.throughput.machine import cpu_model
+
     good_answers = [a for a in answers if a.kind == "good"]
     bad_answers = [a for a in answers if a.kind == "bad"]
     problems = [f"{a.kind} {a.name}: {a.problem}" for a in answers if a.problem]
     return {
         "benchmark": "serve_soak",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg")
                     else None},
         "settings": {"requests": requests, "concurrency": concurrency, "size": size, "bad_fraction": bad_fraction,
@@ -280,15 +282,6 @@ def run_soak(checkpoint: Path | None = None, *, requests: int = 300, concurrency
         "problems": problems[:20],
     }
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

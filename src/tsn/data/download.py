@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import http.client
 import io
 import lzma
@@ -39,13 +38,12 @@ from tqdm import tqdm
 from tsn.dataset_catalog import DatasetSpec, DownloadSource, downloadable_datasets, get_dataset
 from tsn.errors import TsnError
 from tsn.utils.checks import output_target
-from tsn.utils.io import atomic_write_text
+from tsn.utils.io import atomic_write_text, file_sha256
 
 __all__ = [
     "MARKER",
     "get_source",
     "complete_folder",
-    "sha256_file",
     "download_dataset",
     "extract_archive",
     "check_url",
@@ -79,14 +77,6 @@ def complete_folder(name: str, root: str | os.PathLike[str]) -> Path | None:
     folder = Path(root) / get_source(name).folder
     return folder if (folder / MARKER).is_file() else None
 
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in chunks (archives are several GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_dataset(
@@ -177,7 +167,7 @@ def extract_archive(
     """
     archive, root = Path(archive), Path(root)
     target = root / folder
-    digest = sha256 or sha256_file(archive)
+    digest = sha256 or file_sha256(archive)
     staging = Path(tempfile.mkdtemp(prefix=f".tsn-extract-{folder}-", dir=root))
     try:
         _extract_all(archive, staging, progress=progress)
@@ -235,7 +225,7 @@ def _normalise_sha256(value: str | None) -> str | None:
 
 def _verify(path: Path, expected: str | None, *, delete_on_mismatch: bool) -> str:
     """Hash ``path``, print and return the digest; raise :class:`TsnError` if it differs from ``expected``."""
-    digest, name = sha256_file(path), path.name.removesuffix(".part")
+    digest, name = file_sha256(path), path.name.removesuffix(".part")
     if expected is None:
         print(f"sha256 {digest}  {name} (not verified: no known digest; pass --sha256 {digest} next time)")
         return digest

@@ -260,9 +260,8 @@ def save_pretrained(
     other files of the same names are replaced only with ``overwrite``.
     """
     from tsn import __version__
-    from tsn.hub.provenance import file_sha256
     from tsn.models.checkpoint import save_checkpoint
-    from tsn.utils.io import atomic_write_json, atomic_write_text
+    from tsn.utils.io import atomic_write_json, atomic_write_text, file_sha256
 
     inner = _shareable(_unwrap(model))
     directory = Path(directory).expanduser()
@@ -326,8 +325,8 @@ def _architecture(config: ModelConfig) -> dict[str, Any]:
 
 
 def _load_folder(folder: Path, source: str, map_location: str | torch.device) -> DensePredictionModel:
-    from tsn.hub.provenance import file_sha256
     from tsn.models.checkpoint import load_model
+    from tsn.utils.io import file_sha256
 
     config = read_pretrained_config(folder)
     weights = folder / WEIGHTS_FILE

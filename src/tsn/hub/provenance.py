@@ -17,22 +17,14 @@ from typing import Any
 import torch
 
 from tsn.errors import TsnError
+from tsn.utils.io import file_sha256
 
 __all__ = [
-    "file_sha256", "tensor_digests", "conversion_provenance", "save_converted_pretrained", "CONVERTED_LICENSE_NOTE",
+    "tensor_digests", "conversion_provenance", "save_converted_pretrained", "CONVERTED_LICENSE_NOTE",
 ]
 
-_CHUNK = 1 << 20
 _NESTING_KEYS = ("model_state", "state_dict")  # the authors' {"model_state": ...}, then the common torch wrapping
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file, read in chunks (the Hub names large files by it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tensor_digests(state: Mapping[str, torch.Tensor]) -> Counter[str]:

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_json",
     "atomic_write_text",
+    "file_sha256",
     "remove_stale_temp_files",
     "temp_file_name",
 ]
@@ -172,6 +173,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (dataset archives are several GB; the Hub names weights by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:

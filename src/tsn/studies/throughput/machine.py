@@ -22,7 +22,8 @@ def device_tag(device: str) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (else what the platform module knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -38,7 +39,7 @@ def machine_info(device: str) -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "device": device,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
