@@ -40,8 +40,11 @@ def alive(pid: int) -> bool:
 def ctrl_c_when(argv: Sequence[str], ready: Callable[[], bool], timeout: float = 600.0) -> tuple[int, str, set[int]]:
     """Run ``python -m tsn *argv``; when ``ready()`` turns true, Ctrl-C it. Returns its exit status, its stderr and
     every process it had started (all must be gone once it has exited)."""
+    # The child gets Ctrl-C's default disposition, as from a terminal: a shell without job control starts its
+    # background commands (a test suite run with `&` in a script) with SIGINT ignored, and children inherit that.
     process = subprocess.Popen([sys.executable, "-m", "tsn", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started, seen = time.monotonic(), set()
     try:
         while not ready():

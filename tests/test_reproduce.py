@@ -53,7 +53,8 @@ def test_plans_use_the_presets_and_budgets() -> None:
     assert synthetic[-1].config.model.tasks == tuple(SYNTHETIC_TASKS)
     # the recorded budget: 5 validated epochs; the single-task runs score their metric at each (their curves)
     full = plan_runs("synthetic")
-    assert {(r.config.epochs, r.config.validation.every) for r in full} == {(5, 1)}
+    assert {(r.config.epochs, r.config.validation.every, r.config.batch_size, r.config.data.train_options["length"])
+            for r in full} == {(5, 1, 8, 480)}  # 300 steps of 8
     assert [r.config.validation.metrics for r in full] == [True] * 6 + [False, False]
     with pytest.raises(TsnError, match="use --seeds"):
         plan_runs("synthetic", overrides=["seed=3"])

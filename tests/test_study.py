@@ -51,7 +51,7 @@ def test_counts_settings_and_plans() -> None:
     # the same budget, data and recipe everywhere: only the model and the seed differ
     assert {(r.config.max_steps, r.config.batch_size, r.config.data.dataset, r.config.data.size,
              r.config.schedule, r.config.optim.lr, r.config.epochs, r.config.validation.every) for r in runs} == {
-        (60, 8, "synthetic_full", (64, 64), "all_tasks", 2e-3, 5, 1)}
+        (300, 8, "synthetic_full", (64, 64), "all_tasks", 2e-3, 5, 1)}
     assert {(r.folder, r.config.seed) for r in runs if r.key == "tsn-T4"} == {
         (f"seed{seed}/tsn-T4", seed) for seed in range(3)}
     # the single-task runs score their metric at every validation: the curves behind the budget

@@ -49,13 +49,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="recipe family of the runs (default: the dataset's, r10t_synthetic for the scenes)")
     parser.add_argument("--tasks", type=_tasks, default=(), metavar="A,B,...",
                         help="the fixed task order (default: the dataset's tasks); T tasks = the first T")
-    parser.add_argument("--budget", type=int, default=60, metavar="STEPS",
+    parser.add_argument("--budget", type=int, default=300, metavar="STEPS",
                         help="optimizer steps of every run, each training every task of the network on a batch "
-                        "(default: 60)")
+                        "(default: 300, where the single-task baselines have flattened: docs/studies.md)")
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per step (default: 8)")
     parser.add_argument("--size", type=int, default=64, help="scene side in pixels, at least 64 (default: 64)")
-    parser.add_argument("--train-images", type=int, default=96,
-                        help="training scenes; a validation after every pass over them (default: 96, so 5 "
+    parser.add_argument("--train-images", type=int, default=480,
+                        help="training scenes; a validation after every pass over them (default: 480, so 5 "
                         "validations at the default budget)")
     parser.add_argument("--test-images", type=int, default=100,
                         help="validation and scored test scenes (default: 100)")

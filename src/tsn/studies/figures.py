@@ -56,8 +56,6 @@ def curves_figure(record: Mapping[str, Any], path: Path) -> None:
     save(figure, path)
 
 
-
-
 def table_figure(table: Mapping[str, Any], path: Path) -> None:
     """A reproduction table as bars: every task's value per model and the average drops, mean and 95 % interval
     over the seeds."""

@@ -119,7 +119,7 @@ def convergence(curves: Sequence[Sequence[tuple[int, float]]], fraction: float =
 
     The change over the last ``fraction`` of training is the final value minus the value at the validation
     closest to ``(1 - fraction) * steps``, per seed; the metric has flattened when the mean change is smaller in
-    magnitude than the standard deviation of the final values over seeds (the issue's criterion: the last fifth
+    magnitude than the standard deviation of the final values over seeds (the studies' criterion: the last fifth
     of training moves the metric less than the seeds spread it). None without two curves of two points."""
     usable = [list(curve) for curve in curves if len(curve) >= 2]
     if len(usable) < 2:

@@ -173,30 +173,47 @@ def tasks_figure(record: Mapping[str, Any], path: Path) -> None:
 
 
 def labels_figure(record: Mapping[str, Any], path: Path) -> None:
-    """Drops against the labelled fraction, mean and 95 % interval over seeds."""
+    """Against the labelled fraction, mean and 95 % interval over seeds: the drops against the single-task networks
+    (left) and the paired change against the fully labelled TSN of the same seeds (right: the comparison that does
+    not carry the single-task networks' scatter)."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    axis = figure.subplots()
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    drops, paired = figure.subplots(1, 2)
     rows = sorted(record["rows"], key=lambda row: row["fraction"])
     fractions = [row["fraction"] for row in rows]
+    partial = ", ".join(record["partial"])
+    zero = {"mean": 0.0, "half_width": 0.0}  # the fully labelled TSN against itself
 
-    def series(values: Sequence[Mapping[str, Any]], **style: Any) -> None:
+    def series(axis: Any, values: Sequence[Mapping[str, Any]], **style: Any) -> None:
         axis.errorbar(fractions, [v["mean"] for v in values], yerr=[half_width(v) for v in values], capsize=3, **style)
 
-    series([row["average_drop"] for row in rows], marker="o", color="black",
+    series(drops, [row["average_drop"] for row in rows], marker="o", color="black",
            label=f"average drop, all {len(record['tasks'])} tasks")
     for task in record["partial"]:
-        series([row["drops"][task] for row in rows], marker=".", linestyle="--", label=f"{task} drop")
+        series(drops, [row["drops"][task] for row in rows], marker=".", linestyle="--", label=f"{task} drop")
     if rows and rows[0]["other_drop"] is not None:
-        series([row["other_drop"] for row in rows], marker=".", linestyle=":", label="mean drop, fully labelled tasks")
-    axis.set_xscale("log")
-    axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
-    axis.set_xlabel(f"labelled fraction of {', '.join(record['partial'])}")
-    axis.set_ylabel(f"drop % vs single task, 95 % CI over {len(record['seeds'])} seeds")
-    axis.axhline(0, color="gray", linewidth=0.8)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+        series(drops, [row["other_drop"] for row in rows], marker=".", linestyle=":",
+               label="mean drop, fully labelled tasks")
+    styles = {"average_drop": ("average drop", "o", "-", "black"), "partial_drop": ("thinned tasks", ".", "--",
+              "tab:orange"), "other_drop": ("fully labelled tasks", ".", ":", "tab:green")}
+    for name, (label, marker, line, color) in styles.items():
+        if any(name in row.get("versus_full", {}) for row in rows):
+            series(paired, [row.get("versus_full", {}).get(name, zero) for row in rows], marker=marker,
+                   linestyle=line, color=color, label=label)
+    seeds = len(record["seeds"])
+    for axis, title, ylabel in (
+        (drops, f"against the single-task networks, 95 % CI over {seeds} seeds", "drop %"),
+        (paired, f"against the fully labelled TSN, paired 95 % CI over {seeds} seeds", "change in drop, points"),
+    ):
+        axis.set_title(title, fontsize=9)
+        axis.set_xscale("log")
+        axis.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        axis.set_xlabel(f"labelled fraction of {partial}")
+        axis.set_ylabel(ylabel)
+        axis.axhline(0, color="gray", linewidth=0.8)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     save(figure, path)
 
 

@@ -39,13 +39,13 @@ class StudySettings:
     """The fixed task order; the first ``T`` tasks are the study's ``T``-task set (empty: the dataset's tasks)."""
     counts: tuple[int, ...] = ()
     """Task counts ``T`` of the tasks study (empty: :func:`default_counts`)."""
-    steps: int = 60
+    steps: int = 300
     """Optimizer steps of every run (the per-task budget: each step trains every task of the network)."""
     batch_size: int = 8
     size: int = 64
     """Scene and network input side, pixels (the demo's 64; the encoder's deepest features are 2 x 2 there)."""
-    train_images: int = 96
-    """Training scenes: with the default budget, 5 epochs of 12 steps, so that every run is validated at every
+    train_images: int = 480
+    """Training scenes: with the default budget, 5 epochs of 60 steps, so that every run is validated at every
     fifth of its training (the curves behind the budget)."""
     test_images: int = 100
     """Scenes of the validation split (a validation every epoch) and of the scored test split."""

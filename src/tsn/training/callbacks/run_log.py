@@ -37,8 +37,22 @@ def release_logger(log: logging.Logger) -> None:
         handler.close()
 
 
-def _running_means(running: dict[str, list[float]]) -> dict[str, float]:
-    return {name: sum(values) / len(values) for name, values in running.items()}
+class _RunningLosses:
+    """The training losses since the last report, averaged every ``log_every`` steps (both the log file and
+    TensorBoard report the same means, so one buffer shape serves both)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, loop: TrainLoop, losses: Mapping[str, float]) -> dict[str, float] | None:
+        """Record one step's losses; their means since the last report when this step is a reporting step."""
+        for name, value in losses.items():
+            self.values.setdefault(name, []).append(value)
+        if loop.state.step % loop.config.log_every:
+            return None
+        means = {name: sum(values) / len(values) for name, values in self.values.items()}
+        self.values = {}
+        return means
 
 
 class TrainLog(Callback):
@@ -46,7 +60,7 @@ class TrainLog(Callback):
 
     def __init__(self, console: bool = True, notes: tuple[str, ...] = ()) -> None:
         self.console, self.notes = console, notes
-        self.running: dict[str, list[float]] = {}
+        self.running = _RunningLosses()
 
     def before_train(self, loop: TrainLoop) -> None:
         log = loop.log
@@ -79,13 +93,8 @@ class TrainLog(Callback):
                      loop.state.epoch + 1, loop.state.step, loop.state.position)
 
     def after_step(self, loop: TrainLoop, step: Step, losses: Mapping[str, float]) -> None:
-        if not loop.ctx.is_main:
+        if not loop.ctx.is_main or (means := self.running.add(loop, losses)) is None:
             return
-        for name, value in losses.items():
-            self.running.setdefault(name, []).append(value)
-        if loop.state.step % loop.config.log_every:
-            return
-        means, self.running = _running_means(self.running), {}
         loop.log.debug("step %d: %s", loop.state.step, " ".join(f"{n} {v:.4f}" for n, v in means.items()))
 
     def after_validation(self, loop: TrainLoop, outcome: ValidationOutcome) -> None:
@@ -115,7 +124,7 @@ class TensorBoard(Callback):
 
     def __init__(self) -> None:
         self.writer: Any = None
-        self.running: dict[str, list[float]] = {}
+        self.running = _RunningLosses()
 
     def before_train(self, loop: TrainLoop) -> None:
         if not loop.ctx.is_main:
@@ -126,13 +135,8 @@ class TensorBoard(Callback):
         self.writer = SummaryWriter(str(loop.paths.tensorboard), purge_step=loop.state.step or None)
 
     def after_step(self, loop: TrainLoop, step: Step, losses: Mapping[str, float]) -> None:
-        if self.writer is None:
+        if self.writer is None or (means := self.running.add(loop, losses)) is None:
             return
-        for name, value in losses.items():
-            self.running.setdefault(name, []).append(value)
-        if loop.state.step % loop.config.log_every:
-            return
-        means, self.running = _running_means(self.running), {}
         for name, value in means.items():
             self.writer.add_scalar(f"train/loss/{name}", value, loop.state.step)
         for name, lr in loop.learning_rates().items():
