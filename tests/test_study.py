@@ -38,6 +38,16 @@ def test_counts_settings_and_plans() -> None:
     full = StudySettings()
     assert full.dataset == "synthetic_full" and full.counts == (2, 4, 8, 12) and full.family == "r10t_synthetic"
     assert full.seeds == 3
+    # the command states its defaults itself (importing the studies would slow every `tsn` start-up): they must
+    # be the settings' own, or `tsn study` would train another budget than the one documented and recorded
+    from tsn.cli import build_parser
+
+    for study in ("tasks", "labels"):
+        args = build_parser().parse_args(["study", study])
+        assert (args.dataset, args.budget, args.batch_size, args.size, args.train_images, args.test_images,
+                args.seeds, args.measure_batch, args.measure_repeats) == (
+            "synthetic_full", full.steps, full.batch_size, full.size, full.train_images, full.test_images,
+            full.seeds, full.measure_batch, full.measure_repeats), study
     runs = plan_tasks_study(full)
     assert len(runs) == 3 * 20 and [run.seed for run in runs] == [0] * 20 + [1] * 20 + [2] * 20
     first = runs[:20]
@@ -206,3 +216,26 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, message) -> None:
     assert len(err) == 1 and err[0].startswith("tsn study"), err
     assert message in err[0], err
     assert not out.exists()
+
+
+def test_tasks_study_and_reproduce_train_the_same_single_task_networks() -> None:
+    """docs/reproduce.md states that the recorded table's single-task networks are the tasks study's, weights bit
+    for bit: both defaults must keep one recipe, differing only in what names and saves the run."""
+    from tsn.studies.reproduce import plan_runs
+    from tsn.studies.scaling.settings import plan_tasks_study
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        return {f"{prefix}{key}": value for name, item in tree.items()
+                for key, value in (flat(item, f"{name}.").items() if isinstance(item, dict) else [(name, item)])}
+
+    study = {(r.key, r.seed): r.config for r in plan_tasks_study(StudySettings()) if r.kind == "single_task"}
+    runs = [r for r in plan_runs("synthetic") if r.kind == "single_task"]
+    assert runs
+    for run in runs:
+        ours, theirs = flat(run.config.to_dict()), flat(study[run.key, run.seed].to_dict())
+        differing = {key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)}
+        # the scenes are the same (synthetic_full renders synthetic's scenes with more labels); the study stops by
+        # max_steps, reproduce by epochs: the same 300 steps
+        assert differing <= {"name", "tensorboard", "checkpoint_every", "max_steps", "data.dataset"}, differing
+        steps = run.config.epochs * run.config.data.train_options["length"] // run.config.batch_size
+        assert steps == theirs["max_steps"] == 300
